@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/clarion-health/clarion/audit"
+	"github.com/clarion-health/clarion/ingest"
+	"github.com/clarion-health/clarion/ingest/hl7"
+	"github.com/clarion-health/clarion/internal/atrest"
+	"github.com/clarion-health/clarion/internal/auth"
+	"github.com/clarion-health/clarion/internal/bus"
+	"github.com/clarion-health/clarion/internal/db"
+	"github.com/clarion-health/clarion/internal/pipeline"
+	"github.com/clarion-health/clarion/messaging"
+	"github.com/clarion-health/clarion/oncall"
+	"github.com/clarion-health/clarion/routing"
+)
+
+type serveConfig struct {
+	storeFlags
+	natsURL     string
+	httpAddr    string
+	mllpAddr    string
+	logLevel    string
+	mllpMaxSize int
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, demo bool) error {
+	name := "serve"
+	if demo {
+		name = "demo"
+	}
+	fs := newFlagSet(name, stderr)
+	var cfg serveConfig
+	cfg.register(fs)
+	fs.StringVar(&cfg.natsURL, "nats-url", os.Getenv("CLARION_NATS_URL"),
+		"nats:// URL of an external server; empty runs NATS in-process (env CLARION_NATS_URL)")
+	fs.StringVar(&cfg.httpAddr, "http-addr", envOr("CLARION_HTTP_ADDR", "127.0.0.1:8080"), "HTTP listen address")
+	fs.StringVar(&cfg.mllpAddr, "mllp-addr", envOr("CLARION_MLLP_ADDR", "127.0.0.1:2575"), "MLLP listen address")
+	fs.StringVar(&cfg.logLevel, "log-level", envOr("CLARION_LOG_LEVEL", "info"), "debug, info, warn or error")
+	fs.IntVar(&cfg.mllpMaxSize, "mllp-max-frame", 1<<20, "largest MLLP message accepted, in bytes")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.logLevel)
+	app, err := openApp(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer app.close()
+	if demo {
+		if err := seedDemo(ctx, app, cfg, stdout); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+	}
+	return app.serve(ctx, cfg)
+}
+
+// app is one node: its store, keys, bus and components.
+type app struct {
+	log     *slog.Logger
+	db      *db.DB
+	keys    *atrest.Keyring
+	bus     *bus.Bus
+	engine  *messaging.Engine
+	worker  *pipeline.Worker
+	intake  *hl7.Intake
+	gateway *messaging.Gateway
+	metrics *prometheus.Registry
+	now     func() time.Time
+}
+
+func openApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (*app, error) {
+	a := &app{log: log, now: time.Now}
+	var err error
+	if a.db, err = cfg.open(ctx); err != nil {
+		return nil, err
+	}
+	if a.keys, err = atrest.Load(cfg.dataDir); err != nil {
+		a.close()
+		return nil, err
+	}
+	if a.bus, err = bus.Start(ctx, cfg.natsURL, cfg.dataDir, log); err != nil {
+		a.close()
+		return nil, err
+	}
+	a.metrics = prometheus.NewRegistry()
+	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	acks := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clarion_mllp_acks_total",
+		Help: "MLLP acknowledgements sent, by ACK code."}, []string{"code"})
+	a.metrics.MustRegister(acks)
+
+	store := ingest.NewStore(a.keys, a.db.SkipLocked())
+	a.engine = messaging.NewEngine(a.db, a.keys, a.bus, log, a.now)
+	a.worker = pipeline.New(a.db, store, routing.NewRouter(a.keys), a.engine, a.keys, a.bus, a.bus, log, a.now)
+	a.intake = hl7.NewIntake(a.db, store, log, a.now, a.worker.Kick, func(code string) { acks.WithLabelValues(code).Inc() })
+	a.gateway = messaging.NewGateway(a.db, a.engine, a.bus, log, 20*time.Second)
+	return a, nil
+}
+
+func (a *app) close() {
+	if a.bus != nil {
+		a.bus.Close()
+	}
+	if a.db != nil {
+		a.db.Close()
+	}
+}
+
+func (a *app) router() *gin.Engine {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.Use(gin.Recovery())
+	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	r.GET("/readyz", a.ready)
+	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{})))
+	api := r.Group("/", auth.Middleware(a.db))
+	messaging.NewAPI(a.db, a.engine, a.gateway).RegisterRoutes(api)
+	oncall.NewAPI(a.db, a.log, a.now).RegisterRoutes(api)
+	routing.NewAPI(a.db, a.log, a.now).RegisterRoutes(api)
+	api.GET("/v1/audit/verify", auth.Require(auth.RoleAuditor, auth.RoleAdmin), a.auditVerify)
+	return r
+}
+
+func (a *app) ready(c *gin.Context) {
+	ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+	defer cancel()
+	checks := gin.H{"database": "ok", "nats": "ok"}
+	status := http.StatusOK
+	if err := a.db.PingContext(ctx); err != nil {
+		checks["database"], status = "unreachable", http.StatusServiceUnavailable
+	}
+	if err := a.bus.Ready(); err != nil {
+		checks["nats"], status = "unreachable", http.StatusServiceUnavailable
+	}
+	c.JSON(status, checks)
+}
+
+func (a *app) auditVerify(c *gin.Context) {
+	ctx := c.Request.Context()
+	n, verr := audit.Verify(ctx, a.db)
+	p := auth.From(c)
+	outcome := "success"
+	if verr != nil {
+		outcome = "failure"
+	}
+	// The check itself is audited: who looked, and what they found.
+	_ = a.db.InTx(ctx, func(tx *sql.Tx) error {
+		_, err := audit.Append(ctx, tx, audit.Entry{ActorType: p.Kind, ActorID: p.Subject, ActorRole: p.Role,
+			Action: "audit.verified", ObjectType: "audit_log", ObjectID: "chain", Outcome: outcome,
+			Detail: map[string]any{"records": n}})
+		return err
+	})
+	var prob *audit.Problem
+	switch {
+	case errors.As(verr, &prob):
+		c.JSON(http.StatusOK, gin.H{"ok": false, "records": n, "first_bad_record": prob.Seq, "reason": prob.Reason})
+	case verr != nil:
+		c.JSON(http.StatusInternalServerError, gin.H{"error": "verification failed to run"})
+	default:
+		c.JSON(http.StatusOK, gin.H{"ok": true, "records": n})
+	}
+}
+
+// serve runs HTTP, MLLP, the router and the escalation timers until ctx
+// ends, then stops accepting, lets in-flight work finish, and returns.
+func (a *app) serve(ctx context.Context, cfg serveConfig) error {
+	httpLn, err := net.Listen("tcp", cfg.httpAddr)
+	if err != nil {
+		return fmt.Errorf("http listen: %w", err)
+	}
+	mllpLn, err := net.Listen("tcp", cfg.mllpAddr)
+	if err != nil {
+		httpLn.Close()
+		return fmt.Errorf("mllp listen: %w", err)
+	}
+	mllpLn = withFaults(mllpLn)
+	httpSrv := &http.Server{Handler: a.router(), ReadHeaderTimeout: 10 * time.Second}
+	mllpSrv := &hl7.Server{Handler: a.intake, Logger: a.log, MaxFrame: cfg.mllpMaxSize}
+
+	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	wg.Go(func() { a.worker.Run(work, 500*time.Millisecond) })
+	wg.Go(func() { a.engine.RunTimers(work, 100*time.Millisecond) })
+	go func() { errs <- httpSrv.Serve(httpLn) }()
+	go func() { errs <- mllpSrv.Serve(mllpLn) }()
+	a.log.Info("clarion serving", "http_addr", httpLn.Addr().String(), "mllp_addr", mllpLn.Addr().String(),
+		"database", a.db.Dialect.String(), "nats", natsMode(cfg.natsURL))
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errs:
+	}
+	a.log.Info("clarion shutting down")
+	shutdown, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := mllpSrv.Shutdown(shutdown); err != nil {
+		a.log.Warn("mllp shutdown", "error", err)
+	}
+	if err := httpSrv.Shutdown(shutdown); err != nil {
+		a.log.Warn("http shutdown", "error", err)
+	}
+	stopWork()
+	wg.Wait()
+	a.log.Info("clarion stopped")
+	if errors.Is(serveErr, http.ErrServerClosed) {
+		serveErr = nil
+	}
+	return serveErr
+}
+
+func natsMode(url string) string {
+	if url == "" {
+		return "embedded"
+	}
+	return "external"
+}

@@ -1,0 +1,130 @@
+// Package ingest defines the normalized Event that every inbound interface
+// (HL7 v2 over MLLP, FHIR R4) produces, and the durable event store that
+// commits an event before the sender is acknowledged.
+package ingest
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Kind says what happened. ADT kinds move the patient; results carry
+// observations that routing rules evaluate.
+type Kind string
+
+const (
+	KindAdmit     Kind = "adt.admit"
+	KindTransfer  Kind = "adt.transfer"
+	KindDischarge Kind = "adt.discharge"
+	KindResult    Kind = "result"
+)
+
+// Known reports whether k is one of the kinds Clarion handles.
+func (k Kind) Known() bool {
+	switch k {
+	case KindAdmit, KindTransfer, KindDischarge, KindResult:
+		return true
+	}
+	return false
+}
+
+// Event is the normalized form of one inbound message. It holds PHI (the
+// patient identifier, values), so it is stored sealed and never logged.
+type Event struct {
+	Kind Kind `json:"kind"`
+	// Source names the sending system, e.g. "LAB^GHH" (MSH-3^MSH-4).
+	Source string `json:"source"`
+	// SourceID is the sender's id for this message (MSH-10); with Source it
+	// is the dedup key.
+	SourceID string `json:"source_id"`
+	// Trigger is the sender's own type, e.g. "ORU^R01" or "ADT^A01".
+	Trigger    string    `json:"trigger"`
+	OccurredAt time.Time `json:"occurred_at"`
+	Patient    Patient   `json:"patient"`
+	// Location is where the message says the patient is (PV1-3).
+	Location     Location      `json:"location"`
+	Observations []Observation `json:"observations,omitempty"`
+}
+
+// Patient identifies the patient as the sender does. Names are not kept:
+// nothing downstream needs them.
+type Patient struct {
+	// ID is the sender's identifier (PID-3.1); Authority its assigning
+	// authority (PID-3.4), when given.
+	ID        string `json:"id"`
+	Authority string `json:"authority,omitempty"`
+}
+
+// Key is the patient's identity across messages from any sender that uses
+// the same assigning authority.
+func (p Patient) Key() string {
+	if p.Authority == "" {
+		return p.ID
+	}
+	return p.ID + "^" + p.Authority
+}
+
+// Location is a point of care (unit), room, bed and facility.
+type Location struct {
+	Unit     string `json:"unit,omitempty"`
+	Room     string `json:"room,omitempty"`
+	Bed      string `json:"bed,omitempty"`
+	Facility string `json:"facility,omitempty"`
+}
+
+// Observation is one result (an OBX, or a FHIR Observation).
+type Observation struct {
+	Code    string `json:"code"`
+	System  string `json:"system,omitempty"` // "LN" for LOINC, "MDC", ...
+	Display string `json:"display,omitempty"`
+	// ValueType is the HL7 data type (NM, ST, SN, ...).
+	ValueType string `json:"value_type,omitempty"`
+	Value     string `json:"value,omitempty"`
+	// Numeric is set when the value is a number.
+	Numeric        *float64  `json:"numeric,omitempty"`
+	Units          string    `json:"units,omitempty"`
+	ReferenceRange string    `json:"reference_range,omitempty"`
+	Flags          []string  `json:"flags,omitempty"`  // OBX-8: H, L, HH, LL, A, AA, ...
+	Status         string    `json:"status,omitempty"` // OBX-11: F, C, P, ...
+	ObservedAt     time.Time `json:"observed_at,omitzero"`
+}
+
+// ValidationError is a problem with an event that the sender must fix; its
+// text names the field and is safe to return to the sender (no PHI).
+type ValidationError struct {
+	Field  string
+	Reason string
+}
+
+func (e *ValidationError) Error() string { return e.Field + ": " + e.Reason }
+
+// Validate checks what every consumer of an event relies on.
+func (e *Event) Validate() error {
+	switch {
+	case !e.Kind.Known():
+		return &ValidationError{"kind", fmt.Sprintf("unsupported kind %q", e.Kind)}
+	case strings.TrimSpace(e.Source) == "":
+		return &ValidationError{"source", "sending application is required"}
+	case strings.TrimSpace(e.SourceID) == "":
+		return &ValidationError{"source_id", "message control id is required"}
+	case strings.TrimSpace(e.Patient.ID) == "":
+		return &ValidationError{"patient.id", "patient identifier is required"}
+	}
+	switch e.Kind {
+	case KindAdmit, KindTransfer:
+		if e.Location.Unit == "" {
+			return &ValidationError{"location.unit", "point of care is required for " + string(e.Kind)}
+		}
+	case KindResult:
+		if len(e.Observations) == 0 {
+			return &ValidationError{"observations", "a result needs at least one observation"}
+		}
+		for i, o := range e.Observations {
+			if o.Code == "" {
+				return &ValidationError{fmt.Sprintf("observations[%d].code", i), "observation identifier is required"}
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,267 @@
+// Package deviceclient is the reference device: it enrols a key pair, keeps
+// its identity in a file only its owner can read, receives sealed messages
+// over the WebSocket stream, decrypts and checks them, and sends receipts
+// and answers. `clarion device` and the end-to-end tests use it.
+package deviceclient
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
+
+	"github.com/clarion-health/clarion/messaging"
+)
+
+// Identity is what a device keeps: its credential and private key.
+type Identity struct {
+	Server     string `json:"server"` // http://host:port
+	DeviceID   string `json:"device_id"`
+	UserID     string `json:"user_id"`
+	Token      string `json:"token"`
+	Suite      string `json:"suite"`
+	PrivateKey []byte `json:"private_key"`
+	LastSeq    int64  `json:"last_seq"` // the last message sequence this device holds
+}
+
+// Load reads an identity file.
+func Load(path string) (*Identity, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read identity: %w", err)
+	}
+	var id Identity
+	if err := json.Unmarshal(b, &id); err != nil {
+		return nil, fmt.Errorf("identity %s: %w", path, err)
+	}
+	return &id, nil
+}
+
+// Save writes the identity atomically with mode 0600: it holds the
+// private key.
+func (id *Identity) Save(path string) error {
+	b, err := json.MarshalIndent(id, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".identity-*")
+	if err != nil {
+		return fmt.Errorf("save identity: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save identity: %w", err)
+	}
+	if _, err := tmp.Write(b); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save identity: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save identity: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("save identity: %w", err)
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// Register makes a key pair and enrols it for userID with a user's (or an
+// admin's) token.
+func Register(ctx context.Context, server, token, userID, name, suite string) (*Identity, error) {
+	if suite == "" {
+		suite = messaging.SuiteX25519
+	}
+	priv, pub, err := messaging.GenerateKey(suite)
+	if err != nil {
+		return nil, err
+	}
+	body, _ := json.Marshal(map[string]any{"user_id": userID, "name": name, "suite": suite, "public_key": pub})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(server, "/")+"/v1/devices", bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("enrol: %w", err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusCreated {
+		return nil, fmt.Errorf("enrol: %s: %s", resp.Status, strings.TrimSpace(string(data)))
+	}
+	var out struct {
+		Device messaging.Device `json:"device"`
+		Token  string           `json:"token"`
+	}
+	if err := json.Unmarshal(data, &out); err != nil {
+		return nil, fmt.Errorf("enrol: %w", err)
+	}
+	return &Identity{Server: server, DeviceID: out.Device.ID, UserID: out.Device.UserID, Token: out.Token,
+		Suite: suite, PrivateKey: priv}, nil
+}
+
+// Received is a message as the device shows it.
+type Received struct {
+	Envelope messaging.Envelope
+	Plain    messaging.Plain
+}
+
+// Errors a device raises about what it receives.
+var (
+	ErrReplay   = errors.New("message replayed: sequence already seen")
+	ErrMismatch = errors.New("sealed body does not belong to this envelope")
+)
+
+// Conn is a live stream.
+type Conn struct {
+	id      *Identity
+	ws      *websocket.Conn
+	replies chan messaging.Reply
+	lastSeq int64
+}
+
+// Dial opens the stream, resuming after the identity's LastSeq.
+func Dial(ctx context.Context, id *Identity) (*Conn, error) {
+	u, err := url.Parse(strings.TrimRight(id.Server, "/") + "/v1/devices/stream")
+	if err != nil {
+		return nil, err
+	}
+	u.Scheme = strings.Replace(u.Scheme, "http", "ws", 1)
+	u.RawQuery = "after=" + strconv.FormatInt(id.LastSeq, 10)
+	ws, resp, err := websocket.Dial(ctx, u.String(), &websocket.DialOptions{
+		HTTPHeader: http.Header{"Authorization": {"Bearer " + id.Token}},
+	})
+	if err != nil {
+		if resp != nil {
+			return nil, fmt.Errorf("connect: %s: %w", resp.Status, err)
+		}
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	ws.SetReadLimit(1 << 20)
+	var hello messaging.Hello
+	if err := wsjson.Read(ctx, ws, &hello); err != nil || hello.Type != "hello" {
+		ws.CloseNow()
+		return nil, fmt.Errorf("connect: no hello: %v", err)
+	}
+	return &Conn{id: id, ws: ws, replies: make(chan messaging.Reply, 16), lastSeq: id.LastSeq}, nil
+}
+
+// Next waits for the next message, checks and decrypts it, and acknowledges
+// its delivery. A replayed or tampered message is reported as an error and
+// not acknowledged.
+func (c *Conn) Next(ctx context.Context) (Received, error) {
+	for {
+		_, data, err := c.ws.Read(ctx)
+		if err != nil {
+			return Received{}, err
+		}
+		var head struct {
+			Type string `json:"type"`
+		}
+		if err := json.Unmarshal(data, &head); err != nil {
+			return Received{}, fmt.Errorf("bad frame: %w", err)
+		}
+		if head.Type != "message" {
+			var r messaging.Reply
+			if json.Unmarshal(data, &r) == nil {
+				select {
+				case c.replies <- r:
+				default:
+				}
+			}
+			continue
+		}
+		var env messaging.Envelope
+		if err := json.Unmarshal(data, &env); err != nil {
+			return Received{}, fmt.Errorf("bad message frame: %w", err)
+		}
+		rec, err := c.open(env)
+		if err != nil {
+			return rec, err
+		}
+		c.lastSeq = env.Seq
+		c.id.LastSeq = env.Seq
+		if err := wsjson.Write(ctx, c.ws, messaging.Frame{Type: "ack", Seq: env.Seq}); err != nil {
+			return rec, err
+		}
+		return rec, nil
+	}
+}
+
+func (c *Conn) open(env messaging.Envelope) (Received, error) {
+	rec := Received{Envelope: env}
+	if env.Seq <= c.lastSeq {
+		return rec, fmt.Errorf("seq %d: %w", env.Seq, ErrReplay)
+	}
+	plain, err := messaging.Open(c.id.Suite, c.id.PrivateKey, messaging.MessageInfo(env.MessageID, c.id.DeviceID), env.Sealed)
+	if err != nil {
+		return rec, fmt.Errorf("message %s: cannot decrypt: %w", env.MessageID, err)
+	}
+	if err := json.Unmarshal(plain, &rec.Plain); err != nil {
+		return rec, fmt.Errorf("message %s: %w", env.MessageID, err)
+	}
+	if rec.Plain.MessageID != env.MessageID || rec.Plain.DeviceID != c.id.DeviceID || rec.Plain.AlertID != env.AlertID {
+		return rec, ErrMismatch
+	}
+	return rec, nil
+}
+
+// MarkRead sends a read receipt.
+func (c *Conn) MarkRead(ctx context.Context, messageID string) error {
+	return wsjson.Write(ctx, c.ws, messaging.Frame{Type: "read", MessageID: messageID})
+}
+
+// Respond sends accept or decline. The server's answer arrives on Replies
+// while Next is being called.
+func (c *Conn) Respond(ctx context.Context, messageID, response string) error {
+	return wsjson.Write(ctx, c.ws, messaging.Frame{Type: "respond", MessageID: messageID, Response: response})
+}
+
+// Replies carries the server's answers to responses.
+func (c *Conn) Replies() <-chan messaging.Reply { return c.replies }
+
+// Close ends the stream.
+func (c *Conn) Close() error { return c.ws.Close(websocket.StatusNormalClosure, "bye") }
+
+// RespondHTTP answers a message over plain HTTPS, for scripts.
+func RespondHTTP(ctx context.Context, id *Identity, messageID, response string) (string, error) {
+	body, _ := json.Marshal(map[string]string{"response": response})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost,
+		strings.TrimRight(id.Server, "/")+"/v1/messages/"+url.PathEscape(messageID)+"/response", bytes.NewReader(body))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+id.Token)
+	req.Header.Set("Content-Type", "application/json")
+	cl := &http.Client{Timeout: 30 * time.Second}
+	resp, err := cl.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	var out struct {
+		AlertState string `json:"alert_state"`
+		Error      string `json:"error"`
+	}
+	_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&out)
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("respond: %s: %s", resp.Status, out.Error)
+	}
+	return out.AlertState, nil
+}

@@ -1,0 +1,421 @@
+package messaging
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/clarion-health/clarion/audit"
+	"github.com/clarion-health/clarion/internal/db"
+	"github.com/clarion-health/clarion/internal/ids"
+	"github.com/clarion-health/clarion/oncall"
+	"github.com/clarion-health/clarion/routing"
+)
+
+// Waker tells the node holding a device's connection that it has new
+// messages. It is called after the commit, never inside a transaction.
+type Waker interface {
+	WakeDevices(deviceIDs []string)
+}
+
+// Engine pages escalation steps, records receipts and answers, and fires
+// escalation timers. Every change is made in one transaction with its
+// audit records; timers live in the same database as the answers, so an
+// accept and the cancellation of its timer commit together.
+type Engine struct {
+	db     *db.DB
+	sealer routing.Sealer // opens alert bodies sealed at rest
+	waker  Waker
+	log    *slog.Logger
+	now    func() time.Time
+}
+
+// NewEngine wires an engine.
+func NewEngine(d *db.DB, sealer routing.Sealer, waker Waker, log *slog.Logger, now func() time.Time) *Engine {
+	return &Engine{db: d, sealer: sealer, waker: waker, log: log, now: now}
+}
+
+// Plain is a message body before sealing: what a device shows once
+// decrypted. It repeats the message and device ids so a device can check
+// the envelope it came in.
+type Plain struct {
+	MessageID string    `json:"message_id"`
+	DeviceID  string    `json:"device_id"`
+	AlertID   string    `json:"alert_id"`
+	Priority  string    `json:"priority"`
+	Title     string    `json:"title"`
+	Body      string    `json:"body"`
+	Unit      string    `json:"unit"`
+	Step      int       `json:"step"`
+	SentAt    time.Time `json:"sent_at"`
+}
+
+// Start pages the first reachable step of a newly opened alert, inside tx.
+// It returns the devices to wake once tx commits.
+func (e *Engine) Start(ctx context.Context, tx *sql.Tx, a *routing.Alert, now time.Time) ([]string, error) {
+	return e.page(ctx, tx, a, 0, now, "opened")
+}
+
+// page sends the alert to the first step, from `from` on, that reaches at
+// least one active device, and schedules the timer for the step after it.
+// A step whose roles nobody holds is skipped and audited: an alert never
+// waits on an empty step. Past the last step, the failsafe is paged again.
+func (e *Engine) page(ctx context.Context, tx *sql.Tx, a *routing.Alert, from int, now time.Time, reason string) ([]string, error) {
+	policy, err := oncall.GetPolicy(ctx, tx, a.PolicyID)
+	if err != nil {
+		return nil, err
+	}
+	last := len(policy.Steps) - 1
+	if from > last {
+		from = last
+	}
+	sys := func(action string, detail map[string]any) error {
+		_, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "escalation",
+			Action: action, ObjectType: "alert", ObjectID: a.ID, CorrelationID: a.EventID, Detail: detail})
+		return err
+	}
+	for step := from; step <= last; step++ {
+		users, err := oncall.ResolveStep(ctx, tx, policy.Steps[step], a.Unit, now)
+		if err != nil {
+			return nil, err
+		}
+		var targets []Device
+		for _, u := range users {
+			devs, err := ActiveDevices(ctx, tx, u)
+			if err != nil {
+				return nil, err
+			}
+			targets = append(targets, devs...)
+		}
+		if len(targets) == 0 {
+			if err := sys("escalation.step_unreachable", map[string]any{"alert_id": a.ID, "step": step,
+				"users": len(users)}); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		var wake []string
+		for _, d := range targets {
+			if err := e.send(ctx, tx, a, d, step, now); err != nil {
+				return nil, err
+			}
+			wake = append(wake, d.ID)
+		}
+		if err := routing.SetAlertState(ctx, tx, a.ID, routing.StateOpen, step, "", now); err != nil {
+			return nil, err
+		}
+		if step < last {
+			due := now.Add(time.Duration(policy.Steps[step].DelaySeconds) * time.Second)
+			if _, err := tx.ExecContext(ctx, `INSERT INTO escalation_timers (id, alert_id, step, due_at, state)
+				VALUES ($1, $2, $3, $4, 'pending')`, ids.New("tmr"), a.ID, step, due.UnixMicro()); err != nil {
+				return nil, fmt.Errorf("schedule escalation: %w", err)
+			}
+		}
+		if reason != "opened" || step > 0 {
+			if err := sys("alert.escalated", map[string]any{"alert_id": a.ID, "from_step": a.Step, "to_step": step,
+				"reason": reason, "failsafe": step == last}); err != nil {
+				return nil, err
+			}
+		}
+		a.Step = step
+		return wake, nil
+	}
+	e.log.Error("alert reaches no device, failsafe included", "alert_id", a.ID, "policy_id", a.PolicyID)
+	return nil, sys("alert.unreachable", map[string]any{"alert_id": a.ID, "policy_id": a.PolicyID})
+}
+
+// send seals the alert for one device and stores it under the device's
+// next sequence number; only the sealed form is stored.
+func (e *Engine) send(ctx context.Context, tx *sql.Tx, a *routing.Alert, d Device, step int, now time.Time) error {
+	var seq int64
+	if err := tx.QueryRowContext(ctx, `UPDATE devices SET next_seq = next_seq + 1 WHERE id = $1 RETURNING next_seq`,
+		d.ID).Scan(&seq); err != nil {
+		return fmt.Errorf("next sequence: %w", err)
+	}
+	id := ids.New("msg")
+	plain, err := json.Marshal(Plain{MessageID: id, DeviceID: d.ID, AlertID: a.ID, Priority: a.Priority,
+		Title: a.LockText, Body: a.Body, Unit: a.Unit, Step: step, SentAt: now.UTC()})
+	if err != nil {
+		return fmt.Errorf("encode message: %w", err)
+	}
+	sealed, err := Seal(d.Suite, d.PublicKey, MessageInfo(id, d.ID), plain)
+	if err != nil {
+		return fmt.Errorf("seal message for %s: %w", d.ID, err)
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO messages (id, device_id, seq, alert_id, user_id, step, priority, lock_text, sealed, created_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, id, d.ID, seq, a.ID, d.UserID, step, a.Priority, a.LockText, sealed, now.UnixMicro())
+	if err != nil {
+		return fmt.Errorf("store message: %w", err)
+	}
+	_, err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "messaging",
+		Action: "message.sent", ObjectType: "message", ObjectID: id, CorrelationID: a.EventID,
+		Detail: map[string]any{"alert_id": a.ID, "device_id": d.ID, "user_id": d.UserID, "step": step, "seq": seq}})
+	return err
+}
+
+// FireDue fires every escalation timer due at now: each is claimed once
+// (SKIP LOCKED across nodes), marked fired, and escalates its alert if the
+// alert is still open at that step. It returns how many timers it fired.
+func (e *Engine) FireDue(ctx context.Context, now time.Time) (int, error) {
+	var wake []string
+	fired := 0
+	err := e.db.InTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT id, alert_id, step FROM escalation_timers
+			WHERE state = 'pending' AND due_at <= $1 ORDER BY due_at LIMIT 100`+e.db.SkipLocked(), now.UnixMicro())
+		if err != nil {
+			return fmt.Errorf("claim timers: %w", err)
+		}
+		type timer struct {
+			id, alertID string
+			step        int
+		}
+		var due []timer
+		for rows.Next() {
+			var t timer
+			if err := rows.Scan(&t.id, &t.alertID, &t.step); err != nil {
+				rows.Close()
+				return fmt.Errorf("claim timers: %w", err)
+			}
+			due = append(due, t)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("claim timers: %w", err)
+		}
+		for _, t := range due {
+			if _, err := tx.ExecContext(ctx, `UPDATE escalation_timers SET state = 'fired', fired_at = $1 WHERE id = $2`,
+				now.UnixMicro(), t.id); err != nil {
+				return fmt.Errorf("fire timer: %w", err)
+			}
+			fired++
+			a, err := routing.GetAlert(ctx, tx, e.sealer, t.alertID, e.db.ForUpdate())
+			if err != nil {
+				return err
+			}
+			if a.State != routing.StateOpen || a.Step != t.step {
+				continue
+			}
+			w, err := e.page(ctx, tx, a, t.step+1, now, "no_accept")
+			if err != nil {
+				return err
+			}
+			wake = append(wake, w...)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	e.waker.WakeDevices(wake)
+	return fired, nil
+}
+
+// RunTimers fires due timers until ctx ends, checking several times a
+// second so that an escalation is late by well under a second.
+func (e *Engine) RunTimers(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := e.FireDue(ctx, e.now()); err != nil && ctx.Err() == nil {
+				e.log.Error("escalation timers", "error", err)
+			}
+		}
+	}
+}
+
+// Responses a device may give.
+const (
+	ResponseAccept  = "accept"
+	ResponseDecline = "decline"
+)
+
+// ErrNotYours is returned when a device answers a message sent to another.
+var ErrNotYours = errors.New("message was not sent to this device")
+
+// Respond records a device's answer to a message. An accept of an open alert
+// accepts it and cancels its pending timers in the same transaction; once
+// every user paged at the current step has declined, the alert escalates at
+// once. It returns the alert's state afterwards.
+func (e *Engine) Respond(ctx context.Context, deviceID, messageID, response string) (string, error) {
+	if response != ResponseAccept && response != ResponseDecline {
+		return "", &InvalidError{"response", "must be accept or decline"}
+	}
+	now := e.now()
+	var wake []string
+	var state string
+	err := e.db.InTx(ctx, func(tx *sql.Tx) error {
+		var alertID, userID string
+		var step int
+		err := tx.QueryRowContext(ctx, `SELECT alert_id, user_id, step FROM messages WHERE id = $1 AND device_id = $2`,
+			messageID, deviceID).Scan(&alertID, &userID, &step)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotYours
+		}
+		if err != nil {
+			return fmt.Errorf("respond: %w", err)
+		}
+		a, err := routing.GetAlert(ctx, tx, e.sealer, alertID, e.db.ForUpdate())
+		if err != nil {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE messages SET response = $1, responded_at = $2 WHERE id = $3`,
+			response, now.UnixMicro(), messageID); err != nil {
+			return fmt.Errorf("respond: %w", err)
+		}
+		entry := audit.Entry{At: now, ActorType: audit.ActorDevice, ActorID: deviceID, ActorRole: "device",
+			ObjectType: "alert", ObjectID: a.ID, CorrelationID: a.EventID,
+			Detail: map[string]any{"message_id": messageID, "user_id": userID, "step": step, "alert_state": a.State}}
+		state = a.State
+		switch {
+		case a.State != routing.StateOpen:
+			entry.Action, entry.Outcome = "alert."+response+"ed", "no_effect"
+			if response == ResponseDecline {
+				entry.Action = "alert.declined"
+			}
+		case response == ResponseAccept:
+			entry.Action = "alert.accepted"
+			if err := routing.SetAlertState(ctx, tx, a.ID, routing.StateAccepted, a.Step, userID, now); err != nil {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE escalation_timers SET state = 'cancelled' WHERE alert_id = $1 AND state = 'pending'`,
+				a.ID); err != nil {
+				return fmt.Errorf("cancel timers: %w", err)
+			}
+			state = routing.StateAccepted
+		default:
+			entry.Action = "alert.declined"
+		}
+		if _, err := audit.Append(ctx, tx, entry); err != nil {
+			return err
+		}
+		if a.State != routing.StateOpen || response != ResponseDecline || step != a.Step {
+			return nil
+		}
+		var waiting int
+		if err := tx.QueryRowContext(ctx, `SELECT COUNT(DISTINCT user_id) FROM messages WHERE alert_id = $1 AND step = $2
+			AND user_id NOT IN (SELECT user_id FROM messages WHERE alert_id = $1 AND step = $2 AND response = 'decline')`,
+			a.ID, a.Step).Scan(&waiting); err != nil {
+			return fmt.Errorf("count declines: %w", err)
+		}
+		if waiting > 0 {
+			return nil
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE escalation_timers SET state = 'cancelled' WHERE alert_id = $1 AND state = 'pending'`,
+			a.ID); err != nil {
+			return fmt.Errorf("cancel timers: %w", err)
+		}
+		wake, err = e.page(ctx, tx, a, a.Step+1, now, "declined")
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	e.waker.WakeDevices(wake)
+	return state, nil
+}
+
+// Delivered records that a device holds every message up to seq.
+func (e *Engine) Delivered(ctx context.Context, deviceID string, seq int64) error {
+	now := e.now()
+	return e.db.InTx(ctx, func(tx *sql.Tx) error {
+		rows, err := tx.QueryContext(ctx, `SELECT m.id, m.alert_id, a.event_id FROM messages m JOIN alerts a ON a.id = m.alert_id
+			WHERE m.device_id = $1 AND m.seq <= $2 AND m.delivered_at IS NULL ORDER BY m.seq`, deviceID, seq)
+		if err != nil {
+			return fmt.Errorf("delivered: %w", err)
+		}
+		type msg struct{ id, alertID, eventID string }
+		var msgs []msg
+		for rows.Next() {
+			var m msg
+			if err := rows.Scan(&m.id, &m.alertID, &m.eventID); err != nil {
+				rows.Close()
+				return fmt.Errorf("delivered: %w", err)
+			}
+			msgs = append(msgs, m)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("delivered: %w", err)
+		}
+		for _, m := range msgs {
+			if _, err := tx.ExecContext(ctx, `UPDATE messages SET delivered_at = $1 WHERE id = $2`, now.UnixMicro(), m.id); err != nil {
+				return fmt.Errorf("delivered: %w", err)
+			}
+			if _, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorDevice, ActorID: deviceID,
+				ActorRole: "device", Action: "message.delivered", ObjectType: "message", ObjectID: m.id,
+				CorrelationID: m.eventID, Detail: map[string]any{"alert_id": m.alertID}}); err != nil {
+				return err
+			}
+		}
+		_, err = tx.ExecContext(ctx, `UPDATE devices SET acked_seq = $1, last_seen_at = $2 WHERE id = $3 AND acked_seq < $1`,
+			seq, now.UnixMicro(), deviceID)
+		return err
+	})
+}
+
+// Read records that a message was opened on its device.
+func (e *Engine) Read(ctx context.Context, deviceID, messageID string) error {
+	now := e.now()
+	return e.db.InTx(ctx, func(tx *sql.Tx) error {
+		var alertID, eventID string
+		var readAt sql.NullInt64
+		err := tx.QueryRowContext(ctx, `SELECT m.alert_id, a.event_id, m.read_at FROM messages m JOIN alerts a ON a.id = m.alert_id
+			WHERE m.id = $1 AND m.device_id = $2`, messageID, deviceID).Scan(&alertID, &eventID, &readAt)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotYours
+		}
+		if err != nil || readAt.Valid {
+			return err
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE messages SET read_at = $1, delivered_at = COALESCE(delivered_at, $1) WHERE id = $2`,
+			now.UnixMicro(), messageID); err != nil {
+			return fmt.Errorf("read: %w", err)
+		}
+		_, err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorDevice, ActorID: deviceID,
+			ActorRole: "device", Action: "message.read", ObjectType: "message", ObjectID: messageID,
+			CorrelationID: eventID, Detail: map[string]any{"alert_id": alertID}})
+		return err
+	})
+}
+
+// Envelope is a stored message as the gateway sends it: the sealed body
+// and the lock-screen line, which never carries PHI.
+type Envelope struct {
+	Type      string    `json:"type"` // "message"
+	Seq       int64     `json:"seq"`
+	MessageID string    `json:"message_id"`
+	AlertID   string    `json:"alert_id"`
+	Priority  string    `json:"priority"`
+	LockText  string    `json:"lock_text"`
+	Sealed    []byte    `json:"sealed"` // base64 in JSON: HPKE enc || ciphertext
+	SentAt    time.Time `json:"sent_at"`
+}
+
+// MessagesAfter returns a device's messages with seq > after, in order.
+func MessagesAfter(ctx context.Context, q Queryer, deviceID string, after int64, limit int) ([]Envelope, error) {
+	rows, err := q.QueryContext(ctx, `SELECT seq, id, alert_id, priority, lock_text, sealed, created_at FROM messages
+		WHERE device_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, deviceID, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("messages after: %w", err)
+	}
+	defer rows.Close()
+	var out []Envelope
+	for rows.Next() {
+		ev := Envelope{Type: "message"}
+		var created int64
+		if err := rows.Scan(&ev.Seq, &ev.MessageID, &ev.AlertID, &ev.Priority, &ev.LockText, &ev.Sealed, &created); err != nil {
+			return nil, fmt.Errorf("messages after: %w", err)
+		}
+		ev.SentAt = time.UnixMicro(created).UTC()
+		out = append(out, ev)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,204 @@
+package messaging
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/coder/websocket/wsjson"
+	"github.com/gin-gonic/gin"
+
+	"github.com/clarion-health/clarion/internal/auth"
+	"github.com/clarion-health/clarion/internal/db"
+)
+
+// Subscriber delivers wake-ups for a device to whichever node holds its
+// connection (NATS in production, across nodes).
+type Subscriber interface {
+	SubscribeDevice(deviceID string, wake func()) (unsubscribe func(), err error)
+}
+
+// Gateway holds devices' WebSocket connections. The database is the source
+// of truth: on connect and on every wake-up the gateway sends what the
+// device has not yet received, in sequence order, so nothing is lost across
+// a dropped connection, a restart or a move to another node.
+type Gateway struct {
+	db        *db.DB
+	engine    *Engine
+	sub       Subscriber
+	log       *slog.Logger
+	heartbeat time.Duration
+}
+
+// NewGateway wires a gateway; heartbeat is the WebSocket ping interval.
+func NewGateway(d *db.DB, e *Engine, sub Subscriber, log *slog.Logger, heartbeat time.Duration) *Gateway {
+	return &Gateway{db: d, engine: e, sub: sub, log: log, heartbeat: heartbeat}
+}
+
+// Frame is what a device sends: an ack of every message up to Seq, a read
+// receipt, or a response.
+type Frame struct {
+	Type      string `json:"type"` // "ack", "read", "respond"
+	Seq       int64  `json:"seq,omitempty"`
+	MessageID string `json:"message_id,omitempty"`
+	Response  string `json:"response,omitempty"`
+}
+
+// Hello is the first frame the server sends.
+type Hello struct {
+	Type     string `json:"type"` // "hello"
+	DeviceID string `json:"device_id"`
+	After    int64  `json:"after"`
+}
+
+// Reply answers a device frame that changed something or failed.
+type Reply struct {
+	Type       string `json:"type"` // "responded" or "error"
+	MessageID  string `json:"message_id,omitempty"`
+	AlertState string `json:"alert_state,omitempty"`
+	Error      string `json:"error,omitempty"`
+}
+
+// Stream is the GET /v1/devices/stream handler. The device may pass
+// ?after=SEQ, the last sequence it holds; by default the server resumes
+// after the last one the device acknowledged.
+func (g *Gateway) Stream(c *gin.Context) {
+	p := auth.From(c)
+	ctx := c.Request.Context()
+	dev, err := GetDevice(ctx, g.db, p.Subject)
+	if err != nil || p.Kind != auth.KindDevice {
+		c.AbortWithStatusJSON(http.StatusForbidden, gin.H{"error": "not a device credential"})
+		return
+	}
+	if dev.State != DeviceActive {
+		c.AbortWithStatusJSON(http.StatusForbidden, gin.H{"error": "device revoked"})
+		return
+	}
+	after := dev.AckedSeq
+	if s := c.Query("after"); s != "" {
+		if after, err = strconv.ParseInt(s, 10, 64); err != nil || after < 0 {
+			c.AbortWithStatusJSON(http.StatusBadRequest, gin.H{"error": "after must be a non-negative integer"})
+			return
+		}
+	}
+	conn, err := websocket.Accept(c.Writer, c.Request, nil)
+	if err != nil {
+		return // Accept has answered the client
+	}
+	defer conn.CloseNow()
+	g.serve(ctx, conn, dev.ID, after)
+}
+
+func (g *Gateway) serve(parent context.Context, conn *websocket.Conn, deviceID string, after int64) {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	wake := make(chan struct{}, 1)
+	signal := func() {
+		select {
+		case wake <- struct{}{}:
+		default:
+		}
+	}
+	// Subscribe before the first read of the backlog, so a message
+	// committed in between still wakes this loop.
+	unsub, err := g.sub.SubscribeDevice(deviceID, signal)
+	if err != nil {
+		g.log.Error("gateway subscribe", "device_id", deviceID, "error", err)
+		conn.Close(websocket.StatusInternalError, "subscribe failed")
+		return
+	}
+	defer unsub()
+	if err := wsjson.Write(ctx, conn, Hello{Type: "hello", DeviceID: deviceID, After: after}); err != nil {
+		return
+	}
+	g.log.Info("device connected", "device_id", deviceID, "after", after)
+	go g.readLoop(ctx, cancel, conn, deviceID)
+
+	cursor := after
+	ping := time.NewTicker(g.heartbeat)
+	defer ping.Stop()
+	safety := time.NewTicker(5 * time.Second) // in case a wake-up was lost on the bus
+	defer safety.Stop()
+	signal()
+	for {
+		select {
+		case <-ctx.Done():
+			g.log.Info("device disconnected", "device_id", deviceID)
+			return
+		case <-ping.C:
+			pctx, pcancel := context.WithTimeout(ctx, g.heartbeat)
+			err := conn.Ping(pctx)
+			pcancel()
+			if err != nil {
+				return
+			}
+		case <-safety.C:
+			signal()
+		case <-wake:
+			for {
+				msgs, err := MessagesAfter(ctx, g.db, deviceID, cursor, 100)
+				if err != nil {
+					if ctx.Err() == nil {
+						g.log.Error("gateway backlog", "device_id", deviceID, "error", err)
+					}
+					break
+				}
+				for _, m := range msgs {
+					if err := wsjson.Write(ctx, conn, m); err != nil {
+						return
+					}
+					cursor = m.Seq
+				}
+				if len(msgs) < 100 {
+					break
+				}
+			}
+		}
+	}
+}
+
+func (g *Gateway) readLoop(ctx context.Context, cancel context.CancelFunc, conn *websocket.Conn, deviceID string) {
+	defer cancel()
+	for {
+		var f Frame
+		if err := wsjson.Read(ctx, conn, &f); err != nil {
+			return
+		}
+		var err error
+		switch f.Type {
+		case "ack":
+			err = g.engine.Delivered(ctx, deviceID, f.Seq)
+		case "read":
+			err = g.engine.Read(ctx, deviceID, f.MessageID)
+		case "respond":
+			var state string
+			if state, err = g.engine.Respond(ctx, deviceID, f.MessageID, f.Response); err == nil {
+				err = wsjson.Write(ctx, conn, Reply{Type: "responded", MessageID: f.MessageID, AlertState: state})
+			}
+		default:
+			err = &InvalidError{"type", "must be ack, read or respond"}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			var inv *InvalidError
+			msg := "internal error"
+			switch {
+			case errors.As(err, &inv):
+				msg = inv.Error()
+			case errors.Is(err, ErrNotYours):
+				msg = err.Error()
+			default:
+				g.log.Error("device frame", "device_id", deviceID, "type", f.Type, "error", err)
+			}
+			if werr := wsjson.Write(ctx, conn, Reply{Type: "error", MessageID: f.MessageID, Error: msg}); werr != nil {
+				return
+			}
+		}
+	}
+}
