@@ -23,7 +23,9 @@ type API struct {
 }
 
 // NewAPI wires the routing HTTP API.
-func NewAPI(d *db.DB, log *slog.Logger, now func() time.Time) *API { return &API{db: d, log: log, now: now} }
+func NewAPI(d *db.DB, log *slog.Logger, now func() time.Time) *API {
+	return &API{db: d, log: log, now: now}
+}
 
 // RegisterRoutes adds the routing routes to an authenticated router.
 func (a *API) RegisterRoutes(r gin.IRouter) {

@@ -13,8 +13,10 @@ import (
 // event has not been routed yet. Never set it in production.
 const EnvFault = "CLARION_FAULT"
 
+func faultsOn() bool { return os.Getenv(EnvFault) == "kill-after-ack" }
+
 func withFaults(ln net.Listener) net.Listener {
-	if os.Getenv(EnvFault) != "kill-after-ack" {
+	if !faultsOn() {
 		return ln
 	}
 	return killListener{ln}

@@ -34,7 +34,9 @@ type Segment struct {
 
 // Parse indexes raw as one HL7 v2 message. It checks structure only (MSH
 // first, delimiters, segment ids, UTF-8, MSH-9 and MSH-12); what a message
-// type requires is checked by ToEvent. Errors are *ParseError.
+// type requires, MSH-10 included, is checked by ToEvent, so that a message
+// without a control id can still be parsed and answered. Errors are
+// *ParseError.
 func Parse(raw []byte) (*Message, error) {
 	raw = bytes.TrimPrefix(raw, bom)
 	raw = bytes.TrimLeft(raw, "\r\n")

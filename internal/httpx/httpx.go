@@ -18,7 +18,6 @@ type UserError interface {
 	UserError()
 }
 
-
 // Fail answers err: 422 for a UserError, 404 for a not-found error, else 500.
 func Fail(c *gin.Context, log *slog.Logger, err error, notFoundErrs ...error) {
 	var ue UserError
