@@ -558,3 +558,79 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+func (h *harness) status(method, path, token string, body any) int {
+	h.t.Helper()
+	b, _ := json.Marshal(body)
+	req, _ := http.NewRequest(method, "http://"+h.httpAddr+path, bytes.NewReader(b))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestAPIAuthenticationAndRoles(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		h.start()
+		hosp := h.seed()
+		scheduler := strings.TrimSpace(h.cli("token", "create", "--role", "scheduler", "--subject", "sched1"))
+		shift := map[string]any{"unit_id": "4W", "role": "RN", "user_id": "rn1",
+			"start": time.Now().Add(5 * time.Hour), "end": time.Now().Add(17 * time.Hour)}
+		cases := []struct {
+			name         string
+			method, path string
+			token        string
+			body         any
+			want         int
+		}{
+			{"health needs no token", "GET", "/healthz", "", nil, 200},
+			{"readiness needs no token", "GET", "/readyz", "", nil, 200},
+			{"metrics need no token", "GET", "/metrics", "", nil, 200},
+			{"alerts need a token", "GET", "/v1/alerts", "", nil, 401},
+			{"a bad token is refused", "GET", "/v1/alerts", "clr_not_a_token", nil, 401},
+			{"a device cannot edit rosters", "POST", "/v1/shifts", hosp.rn.Token, shift, 403},
+			{"a device cannot edit rules", "PUT", "/v1/rules/x", hosp.rn.Token, map[string]any{}, 403},
+			{"a device cannot read alerts", "GET", "/v1/alerts", hosp.rn.Token, nil, 403},
+			{"a scheduler cannot edit rules", "PUT", "/v1/rules/x", scheduler, map[string]any{}, 403},
+			{"a scheduler edits rosters", "POST", "/v1/shifts", scheduler, shift, 201},
+			{"an invalid shift names the field", "POST", "/v1/shifts", scheduler,
+				map[string]any{"unit_id": "4W", "role": "RN", "user_id": "rn1", "start": time.Now(), "end": time.Now().Add(-time.Hour)}, 422},
+			{"an admin reads alerts", "GET", "/v1/alerts", h.admin, nil, 200},
+		}
+		for _, c := range cases {
+			if got := h.status(c.method, c.path, c.token, c.body); got != c.want {
+				t.Errorf("%s: %s %s = %d, want %d", c.name, c.method, c.path, got, c.want)
+			}
+		}
+	})
+}
+
+func TestMalformedHL7GetsSpecificNAK(t *testing.T) {
+	eachBackend(t, func(t *testing.T, h *harness) {
+		h.start()
+		cases := []struct {
+			name, msg, want string
+		}{
+			{"unsupported message type", "MSH|^~\\&|X|Y|CLARION|GHH|20261123||MDM^T02|M1|P|2.5\nPID|1||123\n", "MSA|AR|M1"},
+			{"missing patient id", "MSH|^~\\&|X|Y|CLARION|GHH|20261123||ADT^A01|M2|P|2.5\nPV1|1|I|4W^1^1\n", "MSA|AE|M2"},
+			{"non-numeric NM value", "MSH|^~\\&|X|Y|CLARION|GHH|20261123||ORU^R01|M3|P|2.5\nPID|1||123\nOBR|1\nOBX|1|NM|2823-3^K^LN||high|mmol/L|||||F\n", "MSA|AE|M3"},
+		}
+		for _, c := range cases {
+			ack := h.send(c.msg)
+			if !strings.Contains(ack, c.want) || !strings.Contains(ack, "ERR|") {
+				t.Errorf("%s: got %q, want %s with an ERR segment", c.name, ack, c.want)
+			}
+		}
+		d := h.openDB()
+		var kept int
+		if err := d.QueryRow(`SELECT COUNT(*) FROM rejected_messages`).Scan(&kept); err != nil || kept != len(cases) {
+			t.Fatalf("rejected messages kept: %d (%v), want %d", kept, err, len(cases))
+		}
+	})
+}
