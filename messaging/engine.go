@@ -262,26 +262,34 @@ func (e *Engine) Respond(ctx context.Context, deviceID, messageID, response stri
 		if err != nil {
 			return fmt.Errorf("respond: %w", err)
 		}
+		// Lock order is timers, then alert, as in FireDue: the reverse
+		// would deadlock an accept against a timer firing for that alert.
+		if err := lockPendingTimers(ctx, tx, alertID, e.db.ForUpdate()); err != nil {
+			return err
+		}
 		a, err := routing.GetAlert(ctx, tx, e.sealer, alertID, e.db.ForUpdate())
 		if err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE messages SET response = $1, responded_at = $2 WHERE id = $3`,
-			response, now.UnixMicro(), messageID); err != nil {
-			return fmt.Errorf("respond: %w", err)
+		if a.State == routing.StateOpen {
+			// An answer to a finished alert is audited but does not
+			// overwrite what the message recorded while it mattered.
+			if _, err := tx.ExecContext(ctx, `UPDATE messages SET response = $1, responded_at = $2 WHERE id = $3`,
+				response, now.UnixMicro(), messageID); err != nil {
+				return fmt.Errorf("respond: %w", err)
+			}
 		}
 		entry := audit.Entry{At: now, ActorType: audit.ActorDevice, ActorID: deviceID, ActorRole: "device",
-			ObjectType: "alert", ObjectID: a.ID, CorrelationID: a.EventID,
+			Action: "alert.declined", ObjectType: "alert", ObjectID: a.ID, CorrelationID: a.EventID,
 			Detail: map[string]any{"message_id": messageID, "user_id": userID, "step": step, "alert_state": a.State}}
+		if response == ResponseAccept {
+			entry.Action = "alert.accepted"
+		}
 		state = a.State
 		switch {
 		case a.State != routing.StateOpen:
-			entry.Action, entry.Outcome = "alert."+response+"ed", "no_effect"
-			if response == ResponseDecline {
-				entry.Action = "alert.declined"
-			}
+			entry.Outcome = "no_effect"
 		case response == ResponseAccept:
-			entry.Action = "alert.accepted"
 			if err := routing.SetAlertState(ctx, tx, a.ID, routing.StateAccepted, a.Step, userID, now); err != nil {
 				return err
 			}
@@ -290,8 +298,6 @@ func (e *Engine) Respond(ctx context.Context, deviceID, messageID, response stri
 				return fmt.Errorf("cancel timers: %w", err)
 			}
 			state = routing.StateAccepted
-		default:
-			entry.Action = "alert.declined"
 		}
 		if _, err := audit.Append(ctx, tx, entry); err != nil {
 			return err
@@ -320,6 +326,19 @@ func (e *Engine) Respond(ctx context.Context, deviceID, messageID, response stri
 	}
 	e.waker.WakeDevices(wake)
 	return state, nil
+}
+
+// lockPendingTimers locks an alert's pending timers in id order.
+func lockPendingTimers(ctx context.Context, tx *sql.Tx, alertID, forUpdate string) error {
+	rows, err := tx.QueryContext(ctx, `SELECT id FROM escalation_timers WHERE alert_id = $1 AND state = 'pending'
+		ORDER BY id`+forUpdate, alertID)
+	if err != nil {
+		return fmt.Errorf("lock timers: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+	}
+	return rows.Err()
 }
 
 // Delivered records that a device holds every message up to seq.
@@ -355,8 +374,13 @@ func (e *Engine) Delivered(ctx context.Context, deviceID string, seq int64) erro
 				return err
 			}
 		}
+		// A device cannot acknowledge past what was sent to it.
+		var sent int64
+		if err := tx.QueryRowContext(ctx, `SELECT next_seq FROM devices WHERE id = $1`, deviceID).Scan(&sent); err != nil {
+			return fmt.Errorf("delivered: %w", err)
+		}
 		_, err = tx.ExecContext(ctx, `UPDATE devices SET acked_seq = $1, last_seen_at = $2 WHERE id = $3 AND acked_seq < $1`,
-			seq, now.UnixMicro(), deviceID)
+			min(seq, sent), now.UnixMicro(), deviceID)
 		return err
 	})
 }

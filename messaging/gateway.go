@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/coder/websocket"
@@ -32,11 +33,24 @@ type Gateway struct {
 	sub       Subscriber
 	log       *slog.Logger
 	heartbeat time.Duration
+	// base ends every connection at shutdown: http.Server.Shutdown does not
+	// touch hijacked (WebSocket) connections.
+	base  context.Context
+	stop  context.CancelFunc
+	conns sync.WaitGroup
 }
 
 // NewGateway wires a gateway; heartbeat is the WebSocket ping interval.
 func NewGateway(d *db.DB, e *Engine, sub Subscriber, log *slog.Logger, heartbeat time.Duration) *Gateway {
-	return &Gateway{db: d, engine: e, sub: sub, log: log, heartbeat: heartbeat}
+	base, stop := context.WithCancel(context.Background())
+	return &Gateway{db: d, engine: e, sub: sub, log: log, heartbeat: heartbeat, base: base, stop: stop}
+}
+
+// Shutdown closes every device connection (devices reconnect elsewhere and
+// resume) and waits for their handlers to return.
+func (g *Gateway) Shutdown() {
+	g.stop()
+	g.conns.Wait()
 }
 
 // Frame is what a device sends: an ack of every message up to Seq, a read
@@ -85,11 +99,27 @@ func (g *Gateway) Stream(c *gin.Context) {
 			return
 		}
 	}
+	if g.base.Err() != nil {
+		c.AbortWithStatusJSON(http.StatusServiceUnavailable, gin.H{"error": "shutting down"})
+		return
+	}
+	g.conns.Add(1)
+	defer g.conns.Done()
 	conn, err := websocket.Accept(c.Writer, c.Request, nil)
 	if err != nil {
 		return // Accept has answered the client
 	}
 	defer conn.CloseNow()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		select {
+		case <-g.base.Done():
+			conn.Close(websocket.StatusGoingAway, "server shutting down")
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	g.serve(ctx, conn, dev.ID, after)
 }
 

@@ -74,38 +74,53 @@ func (r *Router) routeResult(ctx context.Context, tx Queryer, eventID string, ev
 		fields := FieldsFor(rule, obs, loc)
 		body := Render(rule.Body, fields)
 		dedup := patientID + "|" + rule.ID
-		var openID string
-		err := tx.QueryRowContext(ctx, `SELECT id FROM alerts WHERE dedup_key = $1 AND state = $2`, dedup, StateOpen).Scan(&openID)
-		switch {
-		case err == nil:
-			_, err = tx.ExecContext(ctx, `UPDATE alerts SET updates = updates + 1, body = $1, updated_at = $2 WHERE id = $3`,
-				r.sealer.Seal([]byte(body), []byte(openID)), now.UnixMicro(), openID)
-			if err != nil {
-				return out, fmt.Errorf("update alert: %w", err)
+		// Twice at most: when a concurrent router opens the same dedup key
+		// first, the insert does nothing and the second pass updates it.
+		for attempt := 0; attempt < 2; attempt++ {
+			var openID string
+			err := tx.QueryRowContext(ctx, `SELECT id FROM alerts WHERE dedup_key = $1 AND state = $2`, dedup, StateOpen).Scan(&openID)
+			if err == nil {
+				if err := r.update(ctx, tx, openID, eventID, rule.ID, body, now); err != nil {
+					return out, err
+				}
+				out.Updated = append(out.Updated, openID)
+				break
 			}
-			if _, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
-				Action: "alert.updated", ObjectType: "alert", ObjectID: openID, CorrelationID: eventID,
-				Detail: map[string]any{"event_id": eventID, "rule_id": rule.ID, "reason": "dedup"}}); err != nil {
+			if !errors.Is(err, sql.ErrNoRows) {
+				return out, fmt.Errorf("find open alert: %w", err)
+			}
+			a := &Alert{ID: ids.New("alr"), RuleID: rule.ID, EventID: eventID, PatientID: patientID, DedupKey: dedup,
+				Priority: rule.Priority, Unit: loc.Unit, TargetRole: rule.TargetRole, PolicyID: rule.PolicyID,
+				State: StateOpen, LockText: Render(rule.LockText, fields), Body: body, CreatedAt: now, UpdatedAt: now}
+			inserted, err := insertAlert(ctx, tx, r.sealer, a)
+			if err != nil {
 				return out, err
 			}
-			out.Updated = append(out.Updated, openID)
-			continue
-		case !errors.Is(err, sql.ErrNoRows):
-			return out, fmt.Errorf("find open alert: %w", err)
+			if !inserted {
+				continue
+			}
+			if _, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
+				Action: "alert.opened", ObjectType: "alert", ObjectID: a.ID, CorrelationID: eventID,
+				Detail: map[string]any{"event_id": eventID, "rule_id": rule.ID, "priority": a.Priority,
+					"unit": a.Unit, "patient_id": patientID, "code": obs.Code}}); err != nil {
+				return out, err
+			}
+			out.Opened = append(out.Opened, a)
+			break
 		}
-		a := &Alert{ID: ids.New("alr"), RuleID: rule.ID, EventID: eventID, PatientID: patientID, DedupKey: dedup,
-			Priority: rule.Priority, Unit: loc.Unit, TargetRole: rule.TargetRole, PolicyID: rule.PolicyID,
-			State: StateOpen, LockText: Render(rule.LockText, fields), Body: body, CreatedAt: now, UpdatedAt: now}
-		if err := insertAlert(ctx, tx, r.sealer, a); err != nil {
-			return out, err
-		}
-		if _, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
-			Action: "alert.opened", ObjectType: "alert", ObjectID: a.ID, CorrelationID: eventID,
-			Detail: map[string]any{"event_id": eventID, "rule_id": rule.ID, "priority": a.Priority,
-				"unit": a.Unit, "patient_id": patientID, "code": obs.Code}}); err != nil {
-			return out, err
-		}
-		out.Opened = append(out.Opened, a)
 	}
 	return out, nil
+}
+
+// update folds a new matching event into an open alert instead of paging again.
+func (r *Router) update(ctx context.Context, tx Queryer, alertID, eventID, ruleID, body string, now time.Time) error {
+	_, err := tx.ExecContext(ctx, `UPDATE alerts SET updates = updates + 1, body = $1, updated_at = $2 WHERE id = $3`,
+		r.sealer.Seal([]byte(body), []byte(alertID)), now.UnixMicro(), alertID)
+	if err != nil {
+		return fmt.Errorf("update alert: %w", err)
+	}
+	_, err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
+		Action: "alert.updated", ObjectType: "alert", ObjectID: alertID, CorrelationID: eventID,
+		Detail: map[string]any{"event_id": eventID, "rule_id": ruleID, "reason": "dedup"}})
+	return err
 }

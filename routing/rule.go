@@ -67,8 +67,10 @@ var (
 func (r *Rule) Validate() error {
 	bad := func(field, reason string) error { return &InvalidRuleError{Rule: r.Name, Field: field, Reason: reason} }
 	switch {
-	case r.ID == "" || r.Name == "":
-		return bad("id", "id and name are required")
+	case r.ID == "":
+		return bad("id", "required")
+	case r.Name == "":
+		return bad("name", "required")
 	case len(r.Match.Codes) == 0:
 		return bad("match.codes", "at least one code is required")
 	case !slices.Contains(knownPrioriy, r.Priority):

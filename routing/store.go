@@ -150,16 +150,20 @@ func GetContext(ctx context.Context, q Queryer, patientID string) (c Context, ok
 const alertColumns = `id, rule_id, event_id, patient_id, dedup_key, priority, unit, target_role, policy_id,
 	state, step, lock_text, body, updates, created_at, updated_at, accepted_by`
 
-func insertAlert(ctx context.Context, tx Queryer, sealer Sealer, a *Alert) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO alerts (`+alertColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL)`,
+// insertAlert adds an open alert unless one is already open for its dedup
+// key; it reports whether it inserted.
+func insertAlert(ctx context.Context, tx Queryer, sealer Sealer, a *Alert) (bool, error) {
+	res, err := tx.ExecContext(ctx, `INSERT INTO alerts (`+alertColumns+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL)
+		ON CONFLICT (dedup_key) WHERE state = 'open' DO NOTHING`,
 		a.ID, a.RuleID, a.EventID, a.PatientID, a.DedupKey, a.Priority, a.Unit, a.TargetRole, a.PolicyID,
 		a.State, a.Step, a.LockText, sealer.Seal([]byte(a.Body), []byte(a.ID)), a.Updates,
 		a.CreatedAt.UnixMicro(), a.UpdatedAt.UnixMicro())
 	if err != nil {
-		return fmt.Errorf("insert alert: %w", err)
+		return false, fmt.Errorf("insert alert: %w", err)
 	}
-	return nil
+	n, err := res.RowsAffected()
+	return n == 1, err
 }
 
 // GetAlert loads an alert and opens its body. forUpdate locks the row on
