@@ -14,20 +14,33 @@ import (
 type Kind string
 
 const (
-	KindAdmit     Kind = "adt.admit"
-	KindTransfer  Kind = "adt.transfer"
-	KindDischarge Kind = "adt.discharge"
-	KindResult    Kind = "result"
+	KindAdmit           Kind = "adt.admit"            // A01
+	KindTransfer        Kind = "adt.transfer"         // A02
+	KindDischarge       Kind = "adt.discharge"        // A03
+	KindRegister        Kind = "adt.register"         // A04
+	KindUpdate          Kind = "adt.update"           // A08
+	KindCancelAdmit     Kind = "adt.cancel_admit"     // A11
+	KindCancelTransfer  Kind = "adt.cancel_transfer"  // A12
+	KindCancelDischarge Kind = "adt.cancel_discharge" // A13
+	KindSwap            Kind = "adt.swap"             // A17: two patients swap beds
+	KindMerge           Kind = "adt.merge"            // A40: PriorPatient merged into Patient
+	KindResult          Kind = "result"               // ORU^R01, including IHE PCD-01 device observations
+	KindAlarm           Kind = "alarm"                // ORU^R40, IHE PCD-04
+	KindWatchdog        Kind = "watchdog"             // ORU^R40 keep-alive from an alarm reporter
 )
 
 // Known reports whether k is one of the kinds Clarion handles.
 func (k Kind) Known() bool {
 	switch k {
-	case KindAdmit, KindTransfer, KindDischarge, KindResult:
+	case KindAdmit, KindTransfer, KindDischarge, KindRegister, KindUpdate, KindCancelAdmit,
+		KindCancelTransfer, KindCancelDischarge, KindSwap, KindMerge, KindResult, KindAlarm, KindWatchdog:
 		return true
 	}
 	return false
 }
+
+// IsADT reports whether k changes patient context rather than carrying results.
+func (k Kind) IsADT() bool { return strings.HasPrefix(string(k), "adt.") }
 
 // Event is the normalized form of one inbound message. It holds PHI (the
 // patient identifier, values), so it is stored sealed and never logged.
@@ -44,7 +57,40 @@ type Event struct {
 	Patient    Patient   `json:"patient"`
 	// Location is where the message says the patient is (PV1-3).
 	Location     Location      `json:"location"`
+	Visit        Visit         `json:"visit,omitzero"`
 	Observations []Observation `json:"observations,omitempty"`
+	// PriorPatient is the identifier merged away (A40, MRG-1).
+	PriorPatient *Patient `json:"prior_patient,omitempty"`
+	// Other is the second patient of a bed swap (A17) and where they go.
+	Other *Swapped `json:"other,omitempty"`
+	// Alarm is set for KindAlarm and KindWatchdog.
+	Alarm *Alarm `json:"alarm,omitempty"`
+}
+
+// Visit is the encounter an ADT message is about.
+type Visit struct {
+	Class     string `json:"class,omitempty"`     // PV1-2: I, O, E, ...
+	Attending string `json:"attending,omitempty"` // PV1-7 id (a clinician, not the patient)
+	Number    string `json:"number,omitempty"`    // PV1-19
+}
+
+// Swapped is the other patient in an A17 bed swap.
+type Swapped struct {
+	Patient  Patient  `json:"patient"`
+	Location Location `json:"location"`
+}
+
+// Alarm is an IHE PCD-04 alarm (ORU^R40) or a reporter's watchdog.
+type Alarm struct {
+	ID                string `json:"id,omitempty"`                 // OBR-3: the alert's identity across its phases
+	Reporter          string `json:"reporter,omitempty"`           // the alarm reporter (MSH-3)
+	Source            string `json:"source,omitempty"`             // MDC reference id of the event, e.g. MDC_EVT_HI_GT_LIM
+	Phase             string `json:"phase,omitempty"`              // start, continue, end, ...
+	State             string `json:"state,omitempty"`              // active, inactive, latched, ...
+	InactivationState string `json:"inactivation_state,omitempty"` // enabled, audio-paused, ...
+	Priority          string `json:"priority,omitempty"`           // PH, PM, PL, PN
+	Type              string `json:"type,omitempty"`               // SP, ST, SA
+	EquipmentID       string `json:"equipment_id,omitempty"`
 }
 
 // Patient identifies the patient as the sender does. Names are not kept:
@@ -88,6 +134,10 @@ type Observation struct {
 	Flags          []string  `json:"flags,omitempty"`  // OBX-8: H, L, HH, LL, A, AA, ...
 	Status         string    `json:"status,omitempty"` // OBX-11: F, C, P, ...
 	ObservedAt     time.Time `json:"observed_at,omitzero"`
+	// Device observations (IHE PCD-01): OBX-4 containment path and OBX-18
+	// equipment instance identifier.
+	ContainmentPath string `json:"containment_path,omitempty"`
+	EquipmentID     string `json:"equipment_id,omitempty"`
 }
 
 // ValidationError is a problem with an event that the sender must fix; its
@@ -108,10 +158,22 @@ func (e *Event) Validate() error {
 		return &ValidationError{"source", "sending application is required"}
 	case strings.TrimSpace(e.SourceID) == "":
 		return &ValidationError{"source_id", "message control id is required"}
-	case strings.TrimSpace(e.Patient.ID) == "":
+	case strings.TrimSpace(e.Patient.ID) == "" && e.Kind != KindWatchdog:
 		return &ValidationError{"patient.id", "patient identifier is required"}
 	}
 	switch e.Kind {
+	case KindMerge:
+		if e.PriorPatient == nil || e.PriorPatient.ID == "" {
+			return &ValidationError{"prior_patient.id", "the merged-away identifier (MRG-1) is required"}
+		}
+	case KindSwap:
+		if e.Other == nil || e.Other.Patient.ID == "" {
+			return &ValidationError{"other.patient.id", "the second patient of a bed swap is required"}
+		}
+	case KindAlarm:
+		if e.Alarm == nil || e.Alarm.Source == "" {
+			return &ValidationError{"alarm.source", "the alarm's event code is required"}
+		}
 	case KindAdmit, KindTransfer:
 		if e.Location.Unit == "" {
 			return &ValidationError{"location.unit", "point of care is required for " + string(e.Kind)}

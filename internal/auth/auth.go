@@ -27,10 +27,11 @@ const (
 	RoleDevice      = "device"      // a device credential: receives and answers messages
 	RoleIntegration = "integration" // a sending system
 	RoleAuditor     = "auditor"     // reads and verifies the audit log
+	RoleAnalyst     = "analyst"     // an integration analyst: inspects inbound messages, raw ones included
 )
 
 // Roles lists every role, for validation.
-var Roles = []string{RoleAdmin, RoleScheduler, RoleClinician, RoleDevice, RoleIntegration, RoleAuditor}
+var Roles = []string{RoleAdmin, RoleScheduler, RoleClinician, RoleDevice, RoleIntegration, RoleAuditor, RoleAnalyst}
 
 // Token kinds say what the subject is.
 const (
