@@ -14,11 +14,8 @@ import (
 // ErrNotFound is returned for an unknown device or message.
 var ErrNotFound = errors.New("not found")
 
-// Device states.
-const (
-	DeviceActive  = "active"
-	DeviceRevoked = "revoked"
-)
+// DeviceActive is the state of a device that receives messages.
+const DeviceActive = "active"
 
 // Device is a phone or workstation bound to one user, with the public key
 // its messages are sealed to.

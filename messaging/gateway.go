@@ -2,6 +2,7 @@ package messaging
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -54,9 +55,9 @@ func (g *Gateway) Shutdown() {
 }
 
 // Frame is what a device sends: an ack of every message up to Seq, a read
-// receipt, or a response.
+// receipt, a response, or the confirmation that it wiped itself.
 type Frame struct {
-	Type      string `json:"type"` // "ack", "read", "respond"
+	Type      string `json:"type"` // "ack", "read", "respond", "wipe_confirmed"
 	Seq       int64  `json:"seq,omitempty"`
 	MessageID string `json:"message_id,omitempty"`
 	Response  string `json:"response,omitempty"`
@@ -67,6 +68,13 @@ type Hello struct {
 	Type     string `json:"type"` // "hello"
 	DeviceID string `json:"device_id"`
 	After    int64  `json:"after"`
+}
+
+// Wipe tells a device to delete every message and key it holds, then send
+// a "wipe_confirmed" frame.
+type Wipe struct {
+	Type   string `json:"type"` // "wipe"
+	Reason string `json:"reason"`
 }
 
 // Reply answers a device frame that changed something or failed.
@@ -88,8 +96,8 @@ func (g *Gateway) Stream(c *gin.Context) {
 		c.AbortWithStatusJSON(http.StatusForbidden, gin.H{"error": "not a device credential"})
 		return
 	}
-	if dev.State != DeviceActive {
-		c.AbortWithStatusJSON(http.StatusForbidden, gin.H{"error": "device revoked"})
+	if dev.State == DeviceWiped {
+		c.AbortWithStatusJSON(http.StatusForbidden, gin.H{"error": "device wiped"})
 		return
 	}
 	after := dev.AckedSeq
@@ -148,7 +156,7 @@ func (g *Gateway) serve(parent context.Context, conn *websocket.Conn, deviceID s
 	g.log.Info("device connected", "device_id", deviceID, "after", after)
 	go g.readLoop(ctx, cancel, conn, deviceID)
 
-	cursor := after
+	cursor, wipeSent := after, false
 	ping := time.NewTicker(g.heartbeat)
 	defer ping.Stop()
 	safety := time.NewTicker(5 * time.Second) // in case a wake-up was lost on the bus
@@ -169,6 +177,26 @@ func (g *Gateway) serve(parent context.Context, conn *websocket.Conn, deviceID s
 		case <-safety.C:
 			signal()
 		case <-wake:
+			// A device whose wipe was requested gets nothing more, only the
+			// order to wipe itself.
+			var state string
+			if err := g.db.QueryRowContext(ctx, `SELECT state FROM devices WHERE id = $1`, deviceID).Scan(&state); err != nil {
+				if ctx.Err() == nil {
+					g.log.Error("gateway device state", "device_id", deviceID, "error", err)
+				}
+				continue
+			}
+			if state != DeviceActive {
+				if !wipeSent {
+					var reason sql.NullString
+					_ = g.db.QueryRowContext(ctx, `SELECT wipe_reason FROM devices WHERE id = $1`, deviceID).Scan(&reason)
+					if err := wsjson.Write(ctx, conn, Wipe{Type: "wipe", Reason: reason.String}); err != nil {
+						return
+					}
+					wipeSent = true
+				}
+				continue
+			}
 			for {
 				msgs, err := MessagesAfter(ctx, g.db, deviceID, cursor, 100)
 				if err != nil {
@@ -199,18 +227,29 @@ func (g *Gateway) readLoop(ctx context.Context, cancel context.CancelFunc, conn 
 			return
 		}
 		var err error
-		switch f.Type {
-		case "ack":
+		if f.Type != "wipe_confirmed" {
+			err = requireActive(ctx, g.db, deviceID)
+		}
+		switch {
+		case err != nil:
+		case f.Type == "ack":
 			err = g.engine.Delivered(ctx, deviceID, f.Seq)
-		case "read":
+		case f.Type == "read":
 			err = g.engine.Read(ctx, deviceID, f.MessageID)
-		case "respond":
+		case f.Type == "wipe_confirmed":
+			now := g.engine.now()
+			if err = g.db.InTx(ctx, func(tx *sql.Tx) error { return ConfirmWipe(ctx, tx, deviceID, now) }); err == nil {
+				g.log.Info("device wiped", "device_id", deviceID)
+				conn.Close(websocket.StatusNormalClosure, "wiped")
+				return
+			}
+		case f.Type == "respond":
 			var state string
 			if state, err = g.engine.Respond(ctx, deviceID, f.MessageID, f.Response); err == nil {
 				err = wsjson.Write(ctx, conn, Reply{Type: "responded", MessageID: f.MessageID, AlertState: state})
 			}
 		default:
-			err = &InvalidError{"type", "must be ack, read or respond"}
+			err = &InvalidError{"type", "must be ack, read, respond or wipe_confirmed"}
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -221,7 +260,7 @@ func (g *Gateway) readLoop(ctx context.Context, cancel context.CancelFunc, conn 
 			switch {
 			case errors.As(err, &inv):
 				msg = inv.Error()
-			case errors.Is(err, ErrNotYours):
+			case errors.Is(err, ErrNotYours), errors.Is(err, ErrDeviceRevoked):
 				msg = err.Error()
 			default:
 				g.log.Error("device frame", "device_id", deviceID, "type", f.Type, "error", err)

@@ -17,6 +17,7 @@ func runDeviceRegister(ctx context.Context, args []string, stdout, stderr io.Wri
 	fs := newFlagSet("device register", stderr)
 	server := fs.String("server", envOr("CLARION_SERVER", "http://127.0.0.1:8080"), "Clarion's HTTP address")
 	token := fs.String("token", os.Getenv("CLARION_TOKEN"), "the user's (or an admin's) API token (env CLARION_TOKEN)")
+	code := fs.String("code", "", "a one-time enrolment code, instead of --token")
 	user := fs.String("user", "", "user id to enrol for (admins only; clinicians enrol for themselves)")
 	name := fs.String("name", "cli", "a name for this device")
 	suite := fs.String("suite", messaging.SuiteX25519, "HPKE suite: "+messaging.SuiteX25519+" or "+messaging.SuiteXWing)
@@ -24,13 +25,19 @@ func runDeviceRegister(ctx context.Context, args []string, stdout, stderr io.Wri
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *token == "" {
-		return errors.New("device register: --token is required")
+	if (*token == "") == (*code == "") {
+		return errors.New("device register: give either --token or --code")
 	}
 	if _, err := os.Stat(*keyFile); err == nil {
 		return fmt.Errorf("device register: %s exists; refusing to overwrite a device identity", *keyFile)
 	}
-	id, err := deviceclient.Register(ctx, *server, *token, *user, *name, *suite)
+	var id *deviceclient.Identity
+	var err error
+	if *code != "" {
+		id, err = deviceclient.RegisterWithCode(ctx, *server, *code, *name, *suite)
+	} else {
+		id, err = deviceclient.Register(ctx, *server, *token, *user, *name, *suite)
+	}
 	if err != nil {
 		return err
 	}
@@ -69,6 +76,9 @@ func runDeviceListen(ctx context.Context, args []string, stdout, stderr io.Write
 		fmt.Fprintf(stderr, "device %s connected, resuming after message %d\n", id.DeviceID, id.LastSeq)
 		for {
 			rec, err := conn.Next(ctx)
+			if errors.Is(err, deviceclient.ErrWiped) {
+				return wipeIdentity(ctx, conn, *keyFile, stdout)
+			}
 			if err != nil {
 				if errors.Is(err, deviceclient.ErrReplay) || errors.Is(err, deviceclient.ErrMismatch) {
 					fmt.Fprintf(stderr, "device: rejected a message: %v\n", err)
@@ -129,5 +139,41 @@ func runDeviceRespond(ctx context.Context, args []string, stdout, stderr io.Writ
 		return err
 	}
 	fmt.Fprintf(stdout, "%s recorded; alert is %s\n", fs.Arg(0), state)
+	return nil
+}
+
+// wipeIdentity obeys a wipe order: delete the identity file (the private
+// keys and the credential), then confirm.
+func wipeIdentity(ctx context.Context, conn *deviceclient.Conn, keyFile string, stdout io.Writer) error {
+	if err := os.Remove(keyFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("wipe: %w", err)
+	}
+	if err := conn.ConfirmWipe(ctx); err != nil {
+		return fmt.Errorf("wipe: deleted %s but could not confirm: %w", keyFile, err)
+	}
+	time.Sleep(200 * time.Millisecond) // let the confirmation leave before closing
+	conn.Close()
+	fmt.Fprintf(stdout, "this device was wiped by the server: %s deleted\n", keyFile)
+	return nil
+}
+
+func runDeviceRotateKey(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("device rotate-key", stderr)
+	keyFile := fs.String("key-file", "clarion-device.json", "device identity file")
+	suite := fs.String("suite", "", "new HPKE suite (default: keep the current one)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	id, err := deviceclient.Load(*keyFile)
+	if err != nil {
+		return err
+	}
+	if err := deviceclient.RotateKey(ctx, id, *suite); err != nil {
+		return err
+	}
+	if err := id.Save(*keyFile); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "device %s now uses a new %s key\n", id.DeviceID, id.Suite)
 	return nil
 }

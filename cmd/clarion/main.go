@@ -25,6 +25,7 @@ usage:
   clarion device register  enrol this machine as a user's device
   clarion device listen    receive, decrypt and answer messages
   clarion device respond   accept or decline one message
+  clarion device rotate-key  replace this device's key pair
   clarion audit verify     verify the audit hash chain
   clarion hl7 send FILE    send an HL7 v2 file over MLLP and print the ACK
 
@@ -83,6 +84,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return runDeviceListen(ctx, rest, stdout, stderr)
 		case "respond":
 			return runDeviceRespond(ctx, rest, stdout, stderr)
+		case "rotate-key":
+			return runDeviceRotateKey(ctx, rest, stdout, stderr)
 		}
 	case "audit":
 		if s, rest := sub("audit"); s == "verify" {

@@ -34,6 +34,15 @@ type Identity struct {
 	Suite      string `json:"suite"`
 	PrivateKey []byte `json:"private_key"`
 	LastSeq    int64  `json:"last_seq"` // the last message sequence this device holds
+	// PreviousKeys open messages sealed before the last key rotation that
+	// the device has not received yet.
+	PreviousKeys []OldKey `json:"previous_keys,omitempty"`
+}
+
+// OldKey is a private key retired by rotation.
+type OldKey struct {
+	Suite      string `json:"suite"`
+	PrivateKey []byte `json:"private_key"`
 }
 
 // Load reads an identity file.
@@ -89,12 +98,32 @@ func Register(ctx context.Context, server, token, userID, name, suite string) (*
 	if err != nil {
 		return nil, err
 	}
-	body, _ := json.Marshal(map[string]any{"user_id": userID, "name": name, "suite": suite, "public_key": pub})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(server, "/")+"/v1/devices", bytes.NewReader(body))
+	return enrol(ctx, server, "/v1/devices", token, map[string]any{"user_id": userID, "name": name}, suite, priv, pub)
+}
+
+// RegisterWithCode enrols with a one-time enrolment code instead of a token:
+// the code names the user.
+func RegisterWithCode(ctx context.Context, server, code, name, suite string) (*Identity, error) {
+	if suite == "" {
+		suite = messaging.SuiteX25519
+	}
+	priv, pub, err := messaging.GenerateKey(suite)
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
+	return enrol(ctx, server, "/v1/devices/enrol", "", map[string]any{"code": code, "name": name}, suite, priv, pub)
+}
+
+func enrol(ctx context.Context, server, path, token string, fields map[string]any, suite string, priv, pub []byte) (*Identity, error) {
+	fields["suite"], fields["public_key"] = suite, pub
+	body, _ := json.Marshal(fields)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimRight(server, "/")+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -126,6 +155,9 @@ type Received struct {
 var (
 	ErrReplay   = errors.New("message replayed: sequence already seen")
 	ErrMismatch = errors.New("sealed body does not belong to this envelope")
+	// ErrWiped means the server ordered this device to delete its messages
+	// and keys; the caller does so, then calls ConfirmWipe.
+	ErrWiped = errors.New("device wipe ordered")
 )
 
 // Conn is a live stream.
@@ -177,6 +209,9 @@ func (c *Conn) Next(ctx context.Context) (Received, error) {
 		if err := json.Unmarshal(data, &head); err != nil {
 			return Received{}, fmt.Errorf("bad frame: %w", err)
 		}
+		if head.Type == "wipe" {
+			return Received{}, ErrWiped
+		}
 		if head.Type != "message" {
 			var r messaging.Reply
 			if json.Unmarshal(data, &r) == nil {
@@ -209,7 +244,14 @@ func (c *Conn) open(env messaging.Envelope) (Received, error) {
 	if env.Seq <= c.lastSeq {
 		return rec, fmt.Errorf("seq %d: %w", env.Seq, ErrReplay)
 	}
-	plain, err := messaging.Open(c.id.Suite, c.id.PrivateKey, messaging.MessageInfo(env.MessageID, c.id.DeviceID), env.Sealed)
+	info := messaging.MessageInfo(env.MessageID, c.id.DeviceID)
+	plain, err := messaging.Open(c.id.Suite, c.id.PrivateKey, info, env.Sealed)
+	for _, old := range c.id.PreviousKeys {
+		if err == nil {
+			break
+		}
+		plain, err = messaging.Open(old.Suite, old.PrivateKey, info, env.Sealed)
+	}
 	if err != nil {
 		return rec, fmt.Errorf("message %s: cannot decrypt: %w", env.MessageID, err)
 	}
@@ -235,6 +277,12 @@ func (c *Conn) Respond(ctx context.Context, messageID, response string) error {
 
 // Replies carries the server's answers to responses.
 func (c *Conn) Replies() <-chan messaging.Reply { return c.replies }
+
+// ConfirmWipe tells the server this device has deleted its messages and
+// keys; the server then revokes its credential.
+func (c *Conn) ConfirmWipe(ctx context.Context) error {
+	return wsjson.Write(ctx, c.ws, messaging.Frame{Type: "wipe_confirmed"})
+}
 
 // Close ends the stream.
 func (c *Conn) Close() error { return c.ws.Close(websocket.StatusNormalClosure, "bye") }
@@ -264,4 +312,38 @@ func RespondHTTP(ctx context.Context, id *Identity, messageID, response string) 
 		return "", fmt.Errorf("respond: %s: %s", resp.Status, out.Error)
 	}
 	return out.AlertState, nil
+}
+
+// RotateKey makes a new key pair, registers it, and keeps the old private key
+// to open messages sealed before the rotation.
+func RotateKey(ctx context.Context, id *Identity, suite string) error {
+	if suite == "" {
+		suite = id.Suite
+	}
+	priv, pub, err := messaging.GenerateKey(suite)
+	if err != nil {
+		return err
+	}
+	body, _ := json.Marshal(map[string]any{"suite": suite, "public_key": pub})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPut, strings.TrimRight(id.Server, "/")+"/v1/devices/me/key", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+id.Token)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("rotate key: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return fmt.Errorf("rotate key: %s: %s", resp.Status, strings.TrimSpace(string(data)))
+	}
+	id.PreviousKeys = append([]OldKey{{Suite: id.Suite, PrivateKey: id.PrivateKey}}, id.PreviousKeys...)
+	if len(id.PreviousKeys) > 3 {
+		id.PreviousKeys = id.PreviousKeys[:3]
+	}
+	id.Suite, id.PrivateKey = suite, priv
+	return nil
 }
