@@ -134,6 +134,9 @@ type Observation struct {
 	Flags          []string  `json:"flags,omitempty"`  // OBX-8: H, L, HH, LL, A, AA, ...
 	Status         string    `json:"status,omitempty"` // OBX-11: F, C, P, ...
 	ObservedAt     time.Time `json:"observed_at,omitzero"`
+	// Order is the code of the ordered test or panel (OBR-4) whose results
+	// this observation belongs to, e.g. "24323-8"; MDC codes by their text.
+	Order string `json:"order,omitempty"`
 	// Device observations (IHE PCD-01): OBX-4 containment path and OBX-18
 	// equipment instance identifier.
 	ContainmentPath string `json:"containment_path,omitempty"`

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -42,29 +44,57 @@ func NewStore(sealer Sealer, skipLocked string) *Store {
 }
 
 // Prior is what a repeated message is answered with: the id and ACK code of
-// the first copy.
+// the first copy, and when it arrived.
 type Prior struct {
-	EventID string
-	AckCode string
+	EventID    string
+	AckCode    string
+	ReceivedAt time.Time
 }
 
-// FindPrior returns the earlier copy of (source, sourceID), if any.
-func (s *Store) FindPrior(ctx context.Context, tx Tx, source, sourceID string) (*Prior, error) {
-	var p Prior
-	err := tx.QueryRowContext(ctx, `SELECT id, ack_code FROM events WHERE source = $1 AND source_id = $2`,
-		source, sourceID).Scan(&p.EventID, &p.AckCode)
-	if errors.Is(err, sql.ErrNoRows) {
+// ClaimDedup records that (source, sourceID) is answered by eventID with
+// ackCode. It returns nil when the key was free or its last use arrived
+// before cutoff (the dedup window has passed: a reused control id is a new
+// message), and the earlier answer when a copy arrived at or after cutoff.
+// On PostgreSQL a concurrent claim of the same key waits for the first
+// transaction and then sees its row.
+func (s *Store) ClaimDedup(ctx context.Context, tx Tx, source, sourceID, eventID, ackCode string, now, cutoff time.Time) (*Prior, error) {
+	var claimed string
+	err := tx.QueryRowContext(ctx, `INSERT INTO ingest_dedup (source, source_id, event_id, ack_code, received_at)
+		VALUES ($1, $2, $3, $4, $5)
+		ON CONFLICT (source, source_id) DO UPDATE SET event_id = excluded.event_id,
+			ack_code = excluded.ack_code, received_at = excluded.received_at
+		WHERE ingest_dedup.received_at < $6
+		RETURNING event_id`, source, sourceID, eventID, ackCode, now.UnixMicro(), cutoff.UnixMicro()).Scan(&claimed)
+	if err == nil {
 		return nil, nil
 	}
+	if !errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("claim dedup key: %w", err)
+	}
+	var p Prior
+	var at int64
+	err = tx.QueryRowContext(ctx, `SELECT event_id, ack_code, received_at FROM ingest_dedup
+		WHERE source = $1 AND source_id = $2`, source, sourceID).Scan(&p.EventID, &p.AckCode, &at)
 	if err != nil {
 		return nil, fmt.Errorf("find prior event: %w", err)
 	}
+	p.ReceivedAt = time.UnixMicro(at)
 	return &p, nil
 }
 
+// PurgeDedup forgets dedup keys that arrived before cutoff.
+func (s *Store) PurgeDedup(ctx context.Context, tx Tx, cutoff time.Time) (int64, error) {
+	res, err := tx.ExecContext(ctx, `DELETE FROM ingest_dedup WHERE received_at < $1`, cutoff.UnixMicro())
+	if err != nil {
+		return 0, fmt.Errorf("purge dedup keys: %w", err)
+	}
+	n, _ := res.RowsAffected()
+	return n, nil
+}
+
 // Insert stores ev (and the raw message it came from) as pending. The caller
-// commits tx and only then acknowledges. A concurrent copy of the same
-// message fails on the unique key; the caller then answers from FindPrior.
+// commits tx and only then acknowledges; the dedup key is claimed apart,
+// with ClaimDedup, in the same transaction.
 func (s *Store) Insert(ctx context.Context, tx Tx, id string, ev *Event, raw []byte, ackCode string, now time.Time) error {
 	payload, err := json.Marshal(ev)
 	if err != nil {
@@ -84,10 +114,27 @@ func (s *Store) Insert(ctx context.Context, tx Tx, id string, ev *Event, raw []b
 	return nil
 }
 
+// Rejected is a refused message, kept sealed for an analyst to inspect.
+// Every field but Raw is free of PHI: Reason is a fixed description that
+// locates the problem without quoting values.
+type Rejected struct {
+	ID        string
+	Source    string // MSH-3^MSH-4 as claimed, "" when unreadable
+	ControlID string // MSH-10, "" when unreadable
+	Identity  string // the sender identity bound to the connection, if any
+	AckCode   string // the answer sent: AE, AR, CE or CR
+	Code      int    // HL7 table 0357
+	Reason    string
+	Raw       []byte
+	At        time.Time
+}
+
 // Reject keeps a message that was refused, sealed, for an analyst to inspect.
-func (s *Store) Reject(ctx context.Context, tx Tx, id, source string, code int, reason string, raw []byte, now time.Time) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO rejected_messages (id, source, received_at, error_code, error_text, raw)
-		VALUES ($1, $2, $3, $4, $5, $6)`, id, source, now.UnixMicro(), code, reason, s.sealer.Seal(raw, []byte(id)))
+func (s *Store) Reject(ctx context.Context, tx Tx, r Rejected) error {
+	_, err := tx.ExecContext(ctx, `INSERT INTO rejected_messages (id, source, control_id, identity, ack_code,
+		received_at, error_code, error_text, raw) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+		r.ID, r.Source, r.ControlID, r.Identity, r.AckCode, r.At.UnixMicro(), r.Code, r.Reason,
+		s.sealer.Seal(r.Raw, []byte(r.ID)))
 	if err != nil {
 		return fmt.Errorf("keep rejected message: %w", err)
 	}
@@ -131,6 +178,256 @@ func (s *Store) SetState(ctx context.Context, tx Tx, id, state string, now time.
 	_, err := tx.ExecContext(ctx, `UPDATE events SET state = $1, processed_at = $2 WHERE id = $3`, state, now.UnixMicro(), id)
 	if err != nil {
 		return fmt.Errorf("set event state: %w", err)
+	}
+	return nil
+}
+
+// StateRejected is the listing state of a refused message (it lives in
+// rejected_messages, not events).
+const StateRejected = "rejected"
+
+// Raw-message errors.
+var (
+	ErrNotFound  = errors.New("message not found")
+	ErrRawPurged = errors.New("raw message purged after its retention")
+)
+
+// PurgeRaw drops the sealed raw form of accepted and rejected messages that
+// arrived before cutoff; the events themselves, and the metadata of
+// rejected messages, are kept.
+func (s *Store) PurgeRaw(ctx context.Context, tx Tx, cutoff time.Time) (events, rejected int64, err error) {
+	res, err := tx.ExecContext(ctx, `UPDATE events SET raw = NULL WHERE raw IS NOT NULL AND received_at < $1`,
+		cutoff.UnixMicro())
+	if err != nil {
+		return 0, 0, fmt.Errorf("purge raw events: %w", err)
+	}
+	events, _ = res.RowsAffected()
+	res, err = tx.ExecContext(ctx, `UPDATE rejected_messages SET raw = NULL WHERE raw IS NOT NULL AND received_at < $1`,
+		cutoff.UnixMicro())
+	if err != nil {
+		return events, 0, fmt.Errorf("purge raw rejected messages: %w", err)
+	}
+	rejected, _ = res.RowsAffected()
+	return events, rejected, nil
+}
+
+// MessageInfo is the metadata of one inbound message: no PHI.
+type MessageInfo struct {
+	ID         string    `json:"id"`
+	State      string    `json:"state"` // pending, processed, failed or rejected
+	Source     string    `json:"source"`
+	ControlID  string    `json:"control_id"`
+	Kind       string    `json:"kind,omitempty"`
+	AckCode    string    `json:"ack_code"`
+	ReceivedAt time.Time `json:"received_at"`
+	ErrorCode  int       `json:"error_code,omitempty"`
+	ErrorText  string    `json:"error_text,omitempty"`
+	Identity   string    `json:"identity,omitempty"`
+	RawKept    bool      `json:"raw_kept"`
+}
+
+// ListMessages returns the newest messages first, at most limit, in one
+// state or (state "") in all of them.
+func (s *Store) ListMessages(ctx context.Context, q Tx, state string, limit int) ([]MessageInfo, error) {
+	var out []MessageInfo
+	if state != StateRejected {
+		where, args := "", []any{limit}
+		if state != "" {
+			where, args = "WHERE state = $2", append(args, state)
+		}
+		rows, err := q.QueryContext(ctx, `SELECT id, state, source, source_id, kind, ack_code, received_at,
+			raw IS NOT NULL FROM events `+where+` ORDER BY received_at DESC, id DESC LIMIT $1`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("list events: %w", err)
+		}
+		out, err = scanInfos(rows, out, func(m *MessageInfo) []any {
+			return []any{&m.Kind, &m.AckCode}
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if state == "" || state == StateRejected {
+		rows, err := q.QueryContext(ctx, `SELECT id, 'rejected', source, control_id, identity, ack_code, received_at,
+			raw IS NOT NULL, error_code, error_text FROM rejected_messages ORDER BY received_at DESC, id DESC LIMIT $1`, limit)
+		if err != nil {
+			return nil, fmt.Errorf("list rejected messages: %w", err)
+		}
+		var err2 error
+		out, err2 = scanRejected(rows, out)
+		if err2 != nil {
+			return nil, err2
+		}
+	}
+	slices.SortStableFunc(out, func(a, b MessageInfo) int {
+		if c := b.ReceivedAt.Compare(a.ReceivedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(b.ID, a.ID)
+	})
+	if len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+func scanInfos(rows *sql.Rows, out []MessageInfo, extra func(*MessageInfo) []any) ([]MessageInfo, error) {
+	defer rows.Close()
+	for rows.Next() {
+		var m MessageInfo
+		var at int64
+		ex := extra(&m)
+		dest := []any{&m.ID, &m.State, &m.Source, &m.ControlID, ex[0], ex[1], &at, &m.RawKept}
+		if err := rows.Scan(dest...); err != nil {
+			return nil, fmt.Errorf("scan message: %w", err)
+		}
+		m.ReceivedAt = time.UnixMicro(at).UTC()
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list messages: %w", err)
+	}
+	return out, nil
+}
+
+func scanRejected(rows *sql.Rows, out []MessageInfo) ([]MessageInfo, error) {
+	defer rows.Close()
+	for rows.Next() {
+		var m MessageInfo
+		var at int64
+		if err := rows.Scan(&m.ID, &m.State, &m.Source, &m.ControlID, &m.Identity, &m.AckCode, &at,
+			&m.RawKept, &m.ErrorCode, &m.ErrorText); err != nil {
+			return nil, fmt.Errorf("scan rejected message: %w", err)
+		}
+		m.ReceivedAt = time.UnixMicro(at).UTC()
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list rejected messages: %w", err)
+	}
+	return out, nil
+}
+
+// Raw opens the sealed raw message of an accepted ("evt_…") or rejected
+// ("rej_…") message. It returns ErrNotFound or ErrRawPurged.
+func (s *Store) Raw(ctx context.Context, q Tx, id string) ([]byte, error) {
+	query, aad := `SELECT raw FROM events WHERE id = $1`, id+"/raw"
+	if strings.HasPrefix(id, "rej_") {
+		query, aad = `SELECT raw FROM rejected_messages WHERE id = $1`, id
+	}
+	var sealed []byte
+	err := q.QueryRowContext(ctx, query, id).Scan(&sealed)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read raw message: %w", err)
+	}
+	if sealed == nil {
+		return nil, ErrRawPurged
+	}
+	raw, err := s.sealer.Open(sealed, []byte(aad))
+	if err != nil {
+		return nil, fmt.Errorf("open raw message %s: %w", id, err)
+	}
+	return raw, nil
+}
+
+// DedupClaim is one key ClaimDedupBatch claims for a new event.
+type DedupClaim struct {
+	Source, SourceID, EventID string
+	At                        time.Time
+}
+
+// ClaimDedupBatch is ClaimDedup for many distinct keys in one statement
+// (plus one to read the earlier answers): the result holds, in the order
+// of claims, nil for a key claimed and the earlier answer for a key taken
+// within window before its claim's time.
+func (s *Store) ClaimDedupBatch(ctx context.Context, tx Tx, claims []DedupClaim, ackCode string, window time.Duration) ([]*Prior, error) {
+	out := make([]*Prior, len(claims))
+	if len(claims) == 0 {
+		return out, nil
+	}
+	var q strings.Builder
+	q.WriteString(`INSERT INTO ingest_dedup (source, source_id, event_id, ack_code, received_at) VALUES `)
+	args := []any{window.Microseconds(), ackCode}
+	for i, c := range claims {
+		if i > 0 {
+			q.WriteByte(',')
+		}
+		n := len(args)
+		fmt.Fprintf(&q, "($%d, $%d, $%d, $2, $%d)", n+1, n+2, n+3, n+4)
+		args = append(args, c.Source, c.SourceID, c.EventID, c.At.UnixMicro())
+	}
+	q.WriteString(` ON CONFLICT (source, source_id) DO UPDATE SET event_id = excluded.event_id,
+		ack_code = excluded.ack_code, received_at = excluded.received_at
+		WHERE ingest_dedup.received_at < excluded.received_at - $1
+		RETURNING event_id`)
+	rows, err := tx.QueryContext(ctx, q.String(), args...)
+	if err != nil {
+		return nil, fmt.Errorf("claim dedup keys: %w", err)
+	}
+	claimed := map[string]bool{}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("claim dedup keys: %w", err)
+		}
+		claimed[id] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("claim dedup keys: %w", err)
+	}
+	for i, c := range claims {
+		if claimed[c.EventID] {
+			continue
+		}
+		p, err := s.ClaimDedup(ctx, tx, c.Source, c.SourceID, c.EventID, ackCode, c.At, c.At.Add(-window))
+		if err != nil {
+			return nil, err
+		}
+		out[i] = p // a duplicate: rare, so read one at a time
+	}
+	return out, nil
+}
+
+// NewEvent is one event for InsertBatch.
+type NewEvent struct {
+	ID    string
+	Event *Event
+	Raw   []byte
+	At    time.Time
+}
+
+// InsertBatch is Insert for many events in one statement.
+func (s *Store) InsertBatch(ctx context.Context, tx Tx, evs []NewEvent, ackCode string) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	var q strings.Builder
+	q.WriteString(`INSERT INTO events (id, source, source_id, kind, received_at, payload, raw, ack_code, state) VALUES `)
+	args := []any{ackCode, StatePending}
+	for i, e := range evs {
+		payload, err := json.Marshal(e.Event)
+		if err != nil {
+			return fmt.Errorf("encode event: %w", err)
+		}
+		var sealedRaw []byte
+		if e.Raw != nil {
+			sealedRaw = s.sealer.Seal(e.Raw, []byte(e.ID+"/raw"))
+		}
+		if i > 0 {
+			q.WriteByte(',')
+		}
+		n := len(args)
+		fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $1, $2)", n+1, n+2, n+3, n+4, n+5, n+6, n+7)
+		args = append(args, e.ID, e.Event.Source, e.Event.SourceID, string(e.Event.Kind), e.At.UnixMicro(),
+			s.sealer.Seal(payload, []byte(e.ID)), sealedRaw)
+	}
+	if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+		return fmt.Errorf("insert events: %w", err)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/clarion-health/clarion/audit"
@@ -60,16 +61,19 @@ func (e *Engine) Start(ctx context.Context, tx *sql.Tx, a *routing.Alert, now ti
 	return e.page(ctx, tx, a, 0, now, "opened")
 }
 
-// page sends the alert to the first step, from `from` on, that reaches at
-// least one active device, and schedules the timer for the step after it.
-// A step whose roles nobody holds is skipped and audited: an alert never
-// waits on an empty step. Past the last step, the failsafe is paged again.
+// page sends the alert to the first rung, from `from` on, that reaches at
+// least one active device, and schedules the timer for the rung after it.
+// Rungs unroll the policy's repeats (oncall.Policy): with no repeat a rung
+// is a step. The policy is the alert's, or the one its by_priority names
+// for the alert's priority. A rung whose targets nobody holds is skipped
+// and audited: an alert never waits on an empty step. Past the last rung,
+// the failsafe is paged again.
 func (e *Engine) page(ctx context.Context, tx *sql.Tx, a *routing.Alert, from int, now time.Time, reason string) ([]string, error) {
-	policy, err := oncall.GetPolicy(ctx, tx, a.PolicyID)
+	policy, err := oncall.PolicyFor(ctx, tx, a.PolicyID, a.Priority)
 	if err != nil {
 		return nil, err
 	}
-	last := len(policy.Steps) - 1
+	last := policy.Rungs() - 1
 	if from > last {
 		from = last
 	}
@@ -78,54 +82,65 @@ func (e *Engine) page(ctx context.Context, tx *sql.Tx, a *routing.Alert, from in
 			Action: action, ObjectType: "alert", ObjectID: a.ID, CorrelationID: a.EventID, Detail: detail})
 		return err
 	}
-	for step := from; step <= last; step++ {
-		users, err := oncall.ResolveStep(ctx, tx, policy.Steps[step], a.Unit, now)
+	for rung := from; rung <= last; rung++ {
+		step := policy.Steps[policy.StepAt(rung)]
+		users, err := oncall.ResolveStep(ctx, tx, step, a.Unit, now)
 		if err != nil {
 			return nil, err
 		}
-		var targets []Device
-		for _, u := range users {
-			devs, err := ActiveDevices(ctx, tx, u)
-			if err != nil {
-				return nil, err
-			}
-			targets = append(targets, devs...)
+		targets, err := devicesOf(ctx, tx, users)
+		if err != nil {
+			return nil, err
 		}
 		if len(targets) == 0 {
-			if err := sys("escalation.step_unreachable", map[string]any{"alert_id": a.ID, "step": step,
-				"users": len(users)}); err != nil {
+			if err := sys("escalation.step_unreachable", map[string]any{"alert_id": a.ID, "step": rung,
+				"policy_step": policy.StepAt(rung), "users": len(users)}); err != nil {
 				return nil, err
 			}
 			continue
 		}
 		var wake []string
 		for _, d := range targets {
-			if err := e.send(ctx, tx, a, d, step, now); err != nil {
+			if err := e.send(ctx, tx, a, d, rung, now); err != nil {
 				return nil, err
 			}
 			wake = append(wake, d.ID)
 		}
-		if err := routing.SetAlertState(ctx, tx, a.ID, routing.StateOpen, step, "", now); err != nil {
+		if err := routing.SetAlertState(ctx, tx, a.ID, routing.StateOpen, rung, "", now); err != nil {
 			return nil, err
 		}
-		if step < last {
-			due := now.Add(time.Duration(policy.Steps[step].DelaySeconds) * time.Second)
+		if rung < last {
+			due := now.Add(time.Duration(step.DelaySeconds) * time.Second)
 			if _, err := tx.ExecContext(ctx, `INSERT INTO escalation_timers (id, alert_id, step, due_at, state)
-				VALUES ($1, $2, $3, $4, 'pending')`, ids.New("tmr"), a.ID, step, due.UnixMicro()); err != nil {
+				VALUES ($1, $2, $3, $4, 'pending')`, ids.New("tmr"), a.ID, rung, due.UnixMicro()); err != nil {
 				return nil, fmt.Errorf("schedule escalation: %w", err)
 			}
 		}
-		if reason != "opened" || step > 0 {
-			if err := sys("alert.escalated", map[string]any{"alert_id": a.ID, "from_step": a.Step, "to_step": step,
-				"reason": reason, "failsafe": step == last}); err != nil {
+		if reason != "opened" || rung > 0 {
+			if err := sys("alert.escalated", map[string]any{"alert_id": a.ID, "from_step": a.Step, "to_step": rung,
+				"policy_id": policy.ID, "policy_step": policy.StepAt(rung), "reason": reason,
+				"failsafe": rung == last}); err != nil {
 				return nil, err
 			}
 		}
-		a.Step = step
+		a.Step = rung
 		return wake, nil
 	}
 	e.log.Error("alert reaches no device, failsafe included", "alert_id", a.ID, "policy_id", a.PolicyID)
 	return nil, sys("alert.unreachable", map[string]any{"alert_id": a.ID, "policy_id": a.PolicyID})
+}
+
+// devicesOf returns the active devices of users, in user order.
+func devicesOf(ctx context.Context, tx *sql.Tx, users []string) ([]Device, error) {
+	var out []Device
+	for _, u := range users {
+		devs, err := ActiveDevices(ctx, tx, u)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, devs...)
+	}
+	return out, nil
 }
 
 // send seals the alert for one device and stores it under the device's
@@ -442,4 +457,136 @@ func MessagesAfter(ctx context.Context, q Queryer, deviceID string, after int64,
 		out = append(out, ev)
 	}
 	return out, rows.Err()
+}
+
+// HandOff moves open, unaccepted alerts to the people who now hold their
+// current step's roles: for each open alert whose policy has handoff on,
+// the current step is resolved again at now, and every user it names who
+// was not paged at this step yet is paged (audited as alert.handed_off).
+// The step's pending timer is pushed back so the incoming holder gets the
+// step's full delay. Earlier recipients keep their message and may still
+// accept. Each alert is handled in its own transaction; running it on
+// several nodes at once pages nobody twice (the alert row is locked and the
+// messages already sent are checked). It returns how many alerts moved.
+func (e *Engine) HandOff(ctx context.Context, now time.Time) (int, error) {
+	var open []string
+	rows, err := e.db.QueryContext(ctx, `SELECT id FROM alerts WHERE state = 'open' ORDER BY created_at, id`)
+	if err != nil {
+		return 0, fmt.Errorf("handoff: %w", err)
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("handoff: %w", err)
+		}
+		open = append(open, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("handoff: %w", err)
+	}
+	moved := 0
+	for _, id := range open {
+		var wake []string
+		err := e.db.InTx(ctx, func(tx *sql.Tx) (err error) {
+			wake, err = e.handOff(ctx, tx, id, now)
+			return err
+		})
+		if err != nil {
+			return moved, err
+		}
+		if len(wake) > 0 {
+			moved++
+			e.waker.WakeDevices(wake)
+		}
+	}
+	return moved, nil
+}
+
+func (e *Engine) handOff(ctx context.Context, tx *sql.Tx, alertID string, now time.Time) ([]string, error) {
+	// Lock order is timers, then alert, as in FireDue and Respond.
+	if err := lockPendingTimers(ctx, tx, alertID, e.db.ForUpdate()); err != nil {
+		return nil, err
+	}
+	a, err := routing.GetAlert(ctx, tx, e.sealer, alertID, e.db.ForUpdate())
+	if err != nil || a.State != routing.StateOpen {
+		return nil, err
+	}
+	policy, err := oncall.PolicyFor(ctx, tx, a.PolicyID, a.Priority)
+	if err != nil || !policy.Handoff {
+		return nil, err
+	}
+	step := policy.Steps[policy.StepAt(a.Step)]
+	if !step.HasRosterTargets() {
+		return nil, nil
+	}
+	users, err := oncall.ResolveStep(ctx, tx, step, a.Unit, now)
+	if err != nil {
+		return nil, err
+	}
+	paged, err := pagedAt(ctx, tx, a.ID, a.Step)
+	if err != nil {
+		return nil, err
+	}
+	incoming := slices.DeleteFunc(slices.Clone(users), func(u string) bool { return slices.Contains(paged, u) })
+	targets, err := devicesOf(ctx, tx, incoming)
+	if err != nil || len(targets) == 0 {
+		return nil, err
+	}
+	var wake []string
+	for _, d := range targets {
+		if err := e.send(ctx, tx, a, d, a.Step, now); err != nil {
+			return nil, err
+		}
+		wake = append(wake, d.ID)
+	}
+	due := now.Add(time.Duration(step.DelaySeconds) * time.Second).UnixMicro()
+	if _, err := tx.ExecContext(ctx, `UPDATE escalation_timers SET due_at = $1 WHERE alert_id = $2 AND step = $3
+		AND state = 'pending' AND due_at < $1`, due, a.ID, a.Step); err != nil {
+		return nil, fmt.Errorf("handoff timer: %w", err)
+	}
+	if err := routing.SetAlertState(ctx, tx, a.ID, routing.StateOpen, a.Step, "", now); err != nil {
+		return nil, err
+	}
+	_, err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "escalation",
+		Action: "alert.handed_off", ObjectType: "alert", ObjectID: a.ID, CorrelationID: a.EventID,
+		Detail: map[string]any{"alert_id": a.ID, "step": a.Step, "policy_id": policy.ID,
+			"policy_step": policy.StepAt(a.Step), "from_users": paged, "to_users": incoming}})
+	return wake, err
+}
+
+// pagedAt returns the users already sent the alert at a rung.
+func pagedAt(ctx context.Context, tx *sql.Tx, alertID string, rung int) ([]string, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT DISTINCT user_id FROM messages WHERE alert_id = $1 AND step = $2 ORDER BY user_id`,
+		alertID, rung)
+	if err != nil {
+		return nil, fmt.Errorf("paged users: %w", err)
+	}
+	defer rows.Close()
+	out := []string{}
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, fmt.Errorf("paged users: %w", err)
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
+}
+
+// RunHandoffs checks for shift changes every `every` until ctx ends.
+func (e *Engine) RunHandoffs(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := e.HandOff(ctx, e.now()); err != nil && ctx.Err() == nil {
+				e.log.Error("alert handoff", "error", err)
+			}
+		}
+	}
 }

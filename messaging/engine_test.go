@@ -155,7 +155,6 @@ func newFixture(t *testing.T, d *db.DB, opts seedOpts) *fixture {
 func (f *fixture) openAlert(mrn string) *routing.Alert {
 	f.t.Helper()
 	patient := ingest.Patient{ID: mrn, Authority: "HOSP"}
-	patientID := f.keys.Pseudonym("pt", patient.Key())
 	k := 6.9
 	admit := &ingest.Event{Kind: ingest.KindAdmit, Source: "ADT^HOSP", SourceID: "A-" + mrn, Trigger: "ADT^A01",
 		OccurredAt: f.now, Patient: patient, Location: ingest.Location{Unit: "4W", Room: "412", Bed: "12"}}
@@ -165,10 +164,10 @@ func (f *fixture) openAlert(mrn string) *routing.Alert {
 	var alert *routing.Alert
 	var wake []string
 	err := f.d.InTx(f.ctx, func(tx *sql.Tx) error {
-		if _, err := f.router.Route(f.ctx, tx, ids.New("evt"), admit, patientID, f.now); err != nil {
+		if _, err := f.router.Route(f.ctx, tx, ids.New("evt"), admit, f.keys, f.now); err != nil {
 			return err
 		}
-		out, err := f.router.Route(f.ctx, tx, ids.New("evt"), result, patientID, f.now)
+		out, err := f.router.Route(f.ctx, tx, ids.New("evt"), result, f.keys, f.now)
 		if err != nil {
 			return err
 		}
@@ -682,4 +681,163 @@ func TestConcurrentFireDue(t *testing.T) {
 		f.now = now
 		f.fireDue(0)
 	})
+}
+
+// putPolicy replaces the fixture's policies (audited like any edit).
+func (f *fixture) putPolicy(ps ...oncall.Policy) {
+	f.t.Helper()
+	by := oncall.Actor{Type: audit.ActorSystem, ID: "test", Role: "admin"}
+	err := f.d.InTx(f.ctx, func(tx *sql.Tx) error {
+		for _, p := range ps {
+			if err := oncall.PutPolicy(f.ctx, tx, by, p); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		f.t.Fatalf("put policy: %v", err)
+	}
+}
+
+// addUser adds a user with one device, and gives them role on 4W over
+// [start, end).
+func (f *fixture) addUser(user, role string, start, end time.Time) {
+	f.t.Helper()
+	by := oncall.Actor{Type: audit.ActorSystem, ID: "test", Role: "admin"}
+	err := f.d.InTx(f.ctx, func(tx *sql.Tx) error {
+		if err := oncall.PutUser(f.ctx, tx, by, oncall.User{ID: user, Name: "User " + user}); err != nil {
+			return err
+		}
+		priv, pub, err := messaging.GenerateKey(messaging.SuiteX25519)
+		if err != nil {
+			return err
+		}
+		dev, err := messaging.RegisterDevice(f.ctx, tx, audit.Entry{ActorType: audit.ActorSystem, ActorID: "test"},
+			messaging.Device{UserID: user, Name: user + " phone", Suite: messaging.SuiteX25519, PublicKey: pub}, t0.Add(-2*time.Hour))
+		if err != nil {
+			return err
+		}
+		f.devs[user] = device{id: dev.ID, priv: priv}
+		_, err = oncall.AddShift(f.ctx, tx, by, oncall.Shift{UnitID: "4W", Role: role, UserID: user, Start: start, End: end})
+		return err
+	})
+	if err != nil {
+		f.t.Fatalf("add user: %v", err)
+	}
+}
+
+func nursing(repeat int, handoff bool) oncall.Policy {
+	delay := int(stepDelay / time.Second)
+	return oncall.Policy{ID: policyID, Name: "Nursing", Repeat: repeat, Handoff: handoff, Steps: []oncall.Step{
+		{Targets: []oncall.Target{{Kind: oncall.TargetRole, Role: "RN"}}, DelaySeconds: delay},
+		{Targets: []oncall.Target{{Kind: oncall.TargetRole, Role: "CHARGE_RN"}}, DelaySeconds: delay},
+		{Targets: []oncall.Target{{Kind: oncall.TargetUser, UserID: "sup"}}},
+	}}
+}
+
+// TestPolicyRepeat: with repeat 1 the alert pages RN, charge, RN, charge,
+// then the failsafe; the rung is what alerts, messages and timers record.
+func TestPolicyRepeat(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		f := newFixture(t, d, seedOpts{})
+		f.putPolicy(nursing(1, false))
+		a := f.openAlert("MRN1")
+		f.waker.take()
+		wantWoken := []string{"charge", "rn", "charge", "sup"}
+		for i, user := range wantWoken {
+			f.now = t0.Add(time.Duration(i+1) * stepDelay)
+			f.fireDue(1)
+			f.wantWoken(user)
+			f.wantAlert(a.ID, routing.StateOpen, i+1)
+		}
+		f.wantTimers(a.ID, "0:fired", "1:fired", "2:fired", "3:fired") // none after the failsafe
+		if n := len(f.messages("rn")); n != 2 {
+			t.Fatalf("RN paged %d times, want 2", n)
+		}
+		if n := len(f.messages("charge")); n != 2 {
+			t.Fatalf("charge RN paged %d times, want 2", n)
+		}
+		f.onlyMessage("sup", a.ID, 4)
+		esc := f.auditRecords("alert.escalated", a.ID)
+		if len(esc) != 4 || esc[1]["policy_step"] != 0.0 || esc[1]["to_step"] != 2.0 || esc[3]["failsafe"] != true ||
+			esc[3]["policy_step"] != 2.0 {
+			t.Fatalf("alert.escalated records: %v", esc)
+		}
+	})
+}
+
+// TestPolicyByPriority: the rule's policy names another for PH alerts,
+// which goes straight to the supervisor.
+func TestPolicyByPriority(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		f := newFixture(t, d, seedOpts{})
+		urgent := oncall.Policy{ID: "urgent", Name: "Urgent", Steps: []oncall.Step{
+			{Targets: []oncall.Target{{Kind: oncall.TargetUser, UserID: "sup"}, {Kind: oncall.TargetRole, Role: "CHARGE_RN"}}}}}
+		p := nursing(0, false)
+		p.ByPriority = map[string]string{routing.PriorityHigh: "urgent"}
+		f.putPolicy(urgent, p)
+		a := f.openAlert("MRN1")
+		f.onlyMessage("sup", a.ID, 0)
+		f.onlyMessage("charge", a.ID, 0)
+		f.noMessages("rn")
+		f.wantTimers(a.ID) // a one-step policy: no timer
+	})
+}
+
+// TestHandOffAtShiftChange: an RN alert still unanswered when the night RN
+// takes over is paged to them, with a full step delay; the day RN keeps
+// their message. With handoff off, nothing moves.
+func TestHandOffAtShiftChange(t *testing.T) {
+	for _, handoff := range []bool{true, false} {
+		t.Run(fmt.Sprintf("handoff=%v", handoff), func(t *testing.T) {
+			dbtest.Each(t, func(t *testing.T, d *db.DB) {
+				f := newFixture(t, d, seedOpts{})
+				f.putPolicy(nursing(0, handoff))
+				change := t0.Add(12 * time.Hour) // the fixture's RN shift ends here
+				f.addUser("night", "RN", change, change.Add(12*time.Hour))
+				f.now = change.Add(-20 * time.Second)
+				a := f.openAlert("MRN1")
+				f.onlyMessage("rn", a.ID, 0)
+				f.waker.take()
+
+				f.now = change.Add(-time.Second)
+				if n, err := f.engine.HandOff(f.ctx, f.now); err != nil || n != 0 {
+					t.Fatalf("HandOff before the change = %d, %v", n, err)
+				}
+				f.now = change
+				n, err := f.engine.HandOff(f.ctx, f.now)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !handoff {
+					if n != 0 {
+						t.Fatalf("handed off %d alerts with handoff off", n)
+					}
+					f.noMessages("night")
+					return
+				}
+				if n != 1 {
+					t.Fatalf("handed off %d alerts, want 1", n)
+				}
+				f.onlyMessage("night", a.ID, 0)
+				f.onlyMessage("rn", a.ID, 0)
+				f.wantWoken("night")
+				ho := f.auditRecords("alert.handed_off", a.ID)
+				if len(ho) != 1 || fmt.Sprint(ho[0]["to_users"]) != "[night]" || fmt.Sprint(ho[0]["from_users"]) != "[rn]" {
+					t.Fatalf("alert.handed_off records: %v", ho)
+				}
+				if n, _ := f.engine.HandOff(f.ctx, f.now); n != 0 {
+					t.Fatalf("a second HandOff moved %d alerts", n)
+				}
+				// The step-0 timer now runs from the handoff.
+				f.now = change.Add(stepDelay - time.Second)
+				f.fireDue(0)
+				f.now = change.Add(stepDelay)
+				f.fireDue(1)
+				f.wantAlert(a.ID, routing.StateOpen, 2) // the charge RN's shift ended too: step 1 is skipped
+				f.onlyMessage("sup", a.ID, 2)
+			})
+		})
+	}
 }

@@ -1,16 +1,14 @@
-// Package oncall owns units, users, shifts and escalation policies, and
-// answers "who holds role R in unit U at time T".
+// Package oncall owns units, users, teams, rosters (rotations, explicit
+// shifts, overrides, swaps, temporary schedules) and escalation policies,
+// and answers "who holds role R in unit U at time T". Rosters are computed
+// (schedule.go, pure), indexed in memory (index.go) and stored as
+// definitions (store*.go); the database is the source of truth.
 package oncall
 
 import (
-	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
-
-// ErrNotFound is returned when a unit, user or policy does not exist.
-var ErrNotFound = errors.New("not found")
 
 // Unit is a nursing unit or department, with the time zone its shifts are
 // written in.
@@ -77,89 +75,3 @@ func Holders(shifts []Shift, t time.Time) []string {
 	}
 	return out
 }
-
-// Target kinds of an escalation step.
-const (
-	TargetRole = "role" // the holders of Role in Unit (the alert's unit when Unit is empty)
-	TargetUser = "user" // a named user
-)
-
-// Target is who one step pages.
-type Target struct {
-	Kind   string `json:"kind"`
-	Role   string `json:"role,omitempty"`
-	UnitID string `json:"unit_id,omitempty"`
-	UserID string `json:"user_id,omitempty"`
-}
-
-// Step is one rung of an escalation policy: its targets are paged, and after
-// DelaySeconds without an accept the next step is.
-type Step struct {
-	Targets      []Target `json:"targets"`
-	DelaySeconds int      `json:"delay_seconds"`
-}
-
-// Policy is an ordered escalation. Its last step is the failsafe and must
-// name at least one user, so an alert can never page nobody.
-type Policy struct {
-	ID    string `json:"id"`
-	Name  string `json:"name"`
-	Steps []Step `json:"steps"`
-}
-
-// Validate checks the policy, the failsafe rule included.
-func (p *Policy) Validate() error {
-	if p.ID == "" || p.Name == "" {
-		return &InvalidError{"policy", "id and name are required"}
-	}
-	if len(p.Steps) == 0 {
-		return &InvalidError{"steps", "a policy needs at least one step"}
-	}
-	for i, s := range p.Steps {
-		field := fmt.Sprintf("steps[%d]", i)
-		if len(s.Targets) == 0 {
-			return &InvalidError{field + ".targets", "a step needs at least one target"}
-		}
-		if s.DelaySeconds < 0 {
-			return &InvalidError{field + ".delay_seconds", "must not be negative"}
-		}
-		if i < len(p.Steps)-1 && s.DelaySeconds == 0 {
-			return &InvalidError{field + ".delay_seconds", "a step before the last needs a delay"}
-		}
-		for j, t := range s.Targets {
-			tf := fmt.Sprintf("%s.targets[%d]", field, j)
-			switch t.Kind {
-			case TargetRole:
-				if t.Role == "" {
-					return &InvalidError{tf + ".role", "required for a role target"}
-				}
-			case TargetUser:
-				if t.UserID == "" {
-					return &InvalidError{tf + ".user_id", "required for a user target"}
-				}
-			default:
-				return &InvalidError{tf + ".kind", fmt.Sprintf("must be %q or %q", TargetRole, TargetUser)}
-			}
-		}
-	}
-	failsafe := false
-	for _, t := range p.Steps[len(p.Steps)-1].Targets {
-		failsafe = failsafe || t.Kind == TargetUser
-	}
-	if !failsafe {
-		return &InvalidError{fmt.Sprintf("steps[%d]", len(p.Steps)-1),
-			"the last step is the failsafe and must name at least one user"}
-	}
-	return nil
-}
-
-// InvalidError is a validation failure to show the caller: which field, why.
-type InvalidError struct {
-	Field  string
-	Reason string
-}
-
-func (e *InvalidError) Error() string { return strings.TrimSpace(e.Field + ": " + e.Reason) }
-
-// UserError marks the error as safe to show the caller.
-func (e *InvalidError) UserError() {}

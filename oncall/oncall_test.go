@@ -54,7 +54,8 @@ func TestPolicyValidate(t *testing.T) {
 		{"no steps", nil, "steps"},
 		{"failsafe without a user", []oncall.Step{{Targets: []oncall.Target{role}, DelaySeconds: 60}}, "steps[0]"},
 		{"early step without delay", []oncall.Step{{Targets: []oncall.Target{role}}, {Targets: []oncall.Target{user}}}, "steps[0].delay_seconds"},
-		{"bad kind", []oncall.Step{{Targets: []oncall.Target{{Kind: "team"}}}}, "steps[0].targets[0].kind"},
+		{"bad kind", []oncall.Step{{Targets: []oncall.Target{{Kind: "pager"}}}}, "steps[0].targets[0].kind"},
+		{"team without id", []oncall.Step{{Targets: []oncall.Target{{Kind: oncall.TargetTeam}}}}, "steps[0].targets[0].team_id"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

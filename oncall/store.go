@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/clarion-health/clarion/audit"
@@ -27,6 +29,13 @@ type Actor struct {
 func (a Actor) entry(action, objType, objID string, detail map[string]any) audit.Entry {
 	return audit.Entry{ActorType: a.Type, ActorID: a.ID, ActorRole: a.Role, Action: action,
 		ObjectType: objType, ObjectID: objID, CorrelationID: objID, Detail: detail}
+}
+
+// entryAt is entry at an explicit time (edits carry their own clock).
+func (a Actor) entryAt(at time.Time, action, objType, objID string, detail map[string]any) audit.Entry {
+	e := a.entry(action, objType, objID, detail)
+	e.At = at
+	return e
 }
 
 // PutUnit creates or replaces a unit, audited in tx.
@@ -90,55 +99,94 @@ func AddShift(ctx context.Context, tx Queryer, by Actor, s Shift) (Shift, error)
 	return s, err
 }
 
-// HoldersAt returns who holds role in unit at t.
+// HoldersAt returns who holds role in unit at t, every roster layer
+// included, read from q: inside a transaction it sees that transaction's
+// own edits. Holders are sorted by user id.
 func HoldersAt(ctx context.Context, q Queryer, unitID, role string, t time.Time) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT id, unit_id, role, user_id, starts_at, ends_at FROM shifts
-		WHERE unit_id = $1 AND role = $2 AND starts_at <= $3 AND ends_at > $3 ORDER BY starts_at, id`,
-		unitID, role, t.UnixMicro())
+	r, err := loadRoster(ctx, q, unitID, role, t, t.Add(time.Microsecond))
 	if err != nil {
 		return nil, fmt.Errorf("holders: %w", err)
 	}
-	defer rows.Close()
-	var shifts []Shift
-	for rows.Next() {
-		var s Shift
-		var start, end int64
-		if err := rows.Scan(&s.ID, &s.UnitID, &s.Role, &s.UserID, &start, &end); err != nil {
-			return nil, fmt.Errorf("holders: %w", err)
-		}
-		s.Start, s.End = time.UnixMicro(start), time.UnixMicro(end)
-		shifts = append(shifts, s)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("holders: %w", err)
-	}
-	return Holders(shifts, t), nil
+	return r.HoldersAt(t), nil
 }
 
-// PutPolicy creates or replaces an escalation policy, audited in tx.
+// holdersEverywhere returns who holds role at t in the listed units (in
+// every unit when units is empty).
+func holdersEverywhere(ctx context.Context, q Queryer, role string, units []string, t time.Time) ([]string, error) {
+	rosters, err := loadRosters(ctx, q, rosterFilter{role: role, from: t, to: t.Add(time.Microsecond)})
+	if err != nil {
+		return nil, fmt.Errorf("holders: %w", err)
+	}
+	keys := make([]RoleKey, 0, len(rosters))
+	for k := range rosters {
+		if len(units) == 0 || slices.Contains(units, k.UnitID) {
+			keys = append(keys, k)
+		}
+	}
+	slices.SortFunc(keys, func(a, b RoleKey) int { return strings.Compare(a.UnitID, b.UnitID) })
+	var out []string
+	for _, k := range keys {
+		for _, u := range rosters[k].HoldersAt(t) {
+			out = addUser(out, u)
+		}
+	}
+	return out, nil
+}
+
+// policyOptions is what escalation_policies.options holds (steps have
+// their own column, from before repeat, handoff and by_priority existed).
+type policyOptions struct {
+	Repeat     int               `json:"repeat,omitempty"`
+	Handoff    bool              `json:"handoff,omitempty"`
+	ByPriority map[string]string `json:"by_priority,omitempty"`
+}
+
+// PutPolicy creates or replaces an escalation policy, audited in tx with
+// its before and after. Policies named in by_priority must exist.
 func PutPolicy(ctx context.Context, tx Queryer, by Actor, p Policy) error {
 	if err := p.Validate(); err != nil {
+		return err
+	}
+	for prio, id := range p.ByPriority {
+		if _, err := GetPolicy(ctx, tx, id); errors.Is(err, ErrNotFound) {
+			return &InvalidError{"by_priority." + prio, fmt.Sprintf("unknown policy %q", id)}
+		} else if err != nil {
+			return err
+		}
+	}
+	before, err := GetPolicy(ctx, tx, p.ID)
+	var prev any
+	switch {
+	case err == nil:
+		prev = before
+	case !errors.Is(err, ErrNotFound):
 		return err
 	}
 	steps, err := json.Marshal(p.Steps)
 	if err != nil {
 		return fmt.Errorf("put policy: %w", err)
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO escalation_policies (id, name, steps) VALUES ($1, $2, $3)
-		ON CONFLICT (id) DO UPDATE SET name = excluded.name, steps = excluded.steps`, p.ID, p.Name, string(steps))
+	opts, err := json.Marshal(policyOptions{Repeat: p.Repeat, Handoff: p.Handoff, ByPriority: p.ByPriority})
+	if err != nil {
+		return fmt.Errorf("put policy: %w", err)
+	}
+	_, err = tx.ExecContext(ctx, `INSERT INTO escalation_policies (id, name, steps, options) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (id) DO UPDATE SET name = excluded.name, steps = excluded.steps, options = excluded.options`,
+		p.ID, p.Name, string(steps), string(opts))
 	if err != nil {
 		return fmt.Errorf("put policy: %w", err)
 	}
 	_, err = audit.Append(ctx, tx, by.entry("policy.saved", "escalation_policy", p.ID,
-		map[string]any{"steps": json.RawMessage(steps)}))
+		map[string]any{"steps": json.RawMessage(steps), "before": prev, "after": p}))
 	return err
 }
 
 // GetPolicy loads a policy by id.
 func GetPolicy(ctx context.Context, q Queryer, id string) (Policy, error) {
 	p := Policy{ID: id}
-	var steps string
-	err := q.QueryRowContext(ctx, `SELECT name, steps FROM escalation_policies WHERE id = $1`, id).Scan(&p.Name, &steps)
+	var steps, opts string
+	err := q.QueryRowContext(ctx, `SELECT name, steps, options FROM escalation_policies WHERE id = $1`, id).
+		Scan(&p.Name, &steps, &opts)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, fmt.Errorf("policy %q: %w", id, ErrNotFound)
 	}
@@ -148,11 +196,30 @@ func GetPolicy(ctx context.Context, q Queryer, id string) (Policy, error) {
 	if err := json.Unmarshal([]byte(steps), &p.Steps); err != nil {
 		return p, fmt.Errorf("policy %q steps: %w", id, err)
 	}
+	var o policyOptions
+	if err := json.Unmarshal([]byte(opts), &o); err != nil {
+		return p, fmt.Errorf("policy %q options: %w", id, err)
+	}
+	p.Repeat, p.Handoff, p.ByPriority = o.Repeat, o.Handoff, o.ByPriority
+	return p, nil
+}
+
+// PolicyFor returns the policy that escalates an alert of priority under
+// policy id: the one its by_priority names for that priority, else itself.
+func PolicyFor(ctx context.Context, q Queryer, id, priority string) (Policy, error) {
+	p, err := GetPolicy(ctx, q, id)
+	if err != nil {
+		return p, err
+	}
+	if alt := p.ByPriority[priority]; alt != "" {
+		return GetPolicy(ctx, q, alt)
+	}
 	return p, nil
 }
 
 // ResolveStep returns the users a policy step pages for an alert in unitID
-// at t, without repeats. An empty answer means nobody holds the roles now.
+// at t, without repeats, in target order. An empty answer means nobody
+// holds the roles now.
 func ResolveStep(ctx context.Context, q Queryer, step Step, unitID string, t time.Time) ([]string, error) {
 	var out []string
 	seen := map[string]bool{}
@@ -180,6 +247,25 @@ func ResolveStep(ctx context.Context, q Queryer, step Step, unitID string, t tim
 			}
 			for _, h := range holders {
 				add(h)
+			}
+		case TargetEveryoneInRole:
+			holders, err := holdersEverywhere(ctx, q, tg.Role, tg.UnitIDs, t)
+			if err != nil {
+				return nil, err
+			}
+			for _, h := range holders {
+				add(h)
+			}
+		case TargetTeam:
+			team, err := GetTeam(ctx, q, tg.TeamID)
+			if errors.Is(err, ErrNotFound) {
+				continue // a deleted team pages nobody; the step is then skipped and audited
+			}
+			if err != nil {
+				return nil, err
+			}
+			for _, m := range team.Members {
+				add(m)
 			}
 		}
 	}

@@ -78,7 +78,7 @@ func BenchmarkRouteResult(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		out, err := router.Route(ctx, tx, "evt_bench", ev, "pat_bench", now)
+		out, err := router.Route(ctx, tx, "evt_bench", ev, fixedPseudo{ev.Patient.Key(), "pat_bench"}, now)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -51,13 +51,24 @@ func route(t *testing.T, d *db.DB, r *routing.Router, eventID string, ev *ingest
 	var out routing.Outcome
 	err := d.InTx(ctx, func(tx *sql.Tx) error {
 		var err error
-		out, err = r.Route(ctx, tx, eventID, ev, patientID, now)
+		out, err = r.Route(ctx, tx, eventID, ev, fixedPseudo{ev.Patient.Key(), patientID}, now)
 		return err
 	})
 	if err != nil {
 		t.Fatalf("route %s: %v", eventID, err)
 	}
 	return out
+}
+
+// fixedPseudo names the patient whose key is key id, and anyone else
+// "pt_" + their key: tests choose the pseudonym of the event's patient.
+type fixedPseudo struct{ key, id string }
+
+func (p fixedPseudo) Pseudonym(prefix, value string) string {
+	if value == p.key {
+		return p.id
+	}
+	return prefix + "_" + value
 }
 
 func countRows(t *testing.T, d *db.DB, query string, args ...any) int {
@@ -289,7 +300,7 @@ func TestRouterRejectsUnknownKind(t *testing.T) {
 		ctx := context.Background()
 		router := routing.NewRouter(testKeys(t))
 		err := d.InTx(ctx, func(tx *sql.Tx) error {
-			_, err := router.Route(ctx, tx, "evt_x", &ingest.Event{Kind: "order"}, "pat_x", time.Now())
+			_, err := router.Route(ctx, tx, "evt_x", &ingest.Event{Kind: "order"}, fixedPseudo{}, time.Now())
 			return err
 		})
 		if err == nil || !strings.Contains(err.Error(), "unsupported event kind") {

@@ -114,18 +114,50 @@ func (e *InvalidRuleError) Error() string {
 	return fmt.Sprintf("rule %q: %s: %s", e.Rule, e.Field, e.Reason)
 }
 
-// Fires returns the first observation of ev that fires r, or nil.
+// Fires returns the first observation of ev that fires r, or nil. An alarm
+// is matched as the observation AlarmObservation makes of it.
 func (r *Rule) Fires(ev *ingest.Event) *ingest.Observation {
-	if !r.Enabled || ev.Kind != ingest.KindResult {
+	if !r.Enabled {
 		return nil
 	}
-	for i := range ev.Observations {
-		o := &ev.Observations[i]
-		if r.Match.fires(o) {
+	switch ev.Kind {
+	case ingest.KindResult:
+		for i := range ev.Observations {
+			o := &ev.Observations[i]
+			if r.Match.fires(o) {
+				return o
+			}
+		}
+	case ingest.KindAlarm:
+		if o := AlarmObservation(ev); o != nil && r.Match.fires(o) {
 			return o
 		}
 	}
 	return nil
+}
+
+// AlarmObservation is how rules see an IHE PCD-04 alarm: an observation
+// whose code is the alarm's MDC event (Alarm.Source, system "MDC") and whose
+// flag is its priority (PH, PM, PL, PN). Its display is the device's text
+// for the event when the message gave one. An alarm that has ended (phase
+// "end", or state "inactive") is nil: it neither opens nor updates an alert.
+func AlarmObservation(ev *ingest.Event) *ingest.Observation {
+	a := ev.Alarm
+	if ev.Kind != ingest.KindAlarm || a == nil || a.Source == "" ||
+		strings.EqualFold(a.Phase, "end") || strings.EqualFold(a.State, "inactive") {
+		return nil
+	}
+	o := &ingest.Observation{Code: a.Source, System: "MDC", Display: a.Source, EquipmentID: a.EquipmentID}
+	if a.Priority != "" {
+		o.Flags = []string{a.Priority}
+	}
+	for i := range ev.Observations {
+		if ev.Observations[i].Code == a.Source && ev.Observations[i].Value != "" {
+			o.Display = ev.Observations[i].Value
+			break
+		}
+	}
+	return o
 }
 
 func (m *Match) fires(o *ingest.Observation) bool {

@@ -110,20 +110,31 @@ func Rules(ctx context.Context, q Queryer) ([]Rule, error) {
 type Context struct {
 	PatientID string
 	Location  ingest.Location
+	Visit     ingest.Visit
+	// Previous is where the patient was before the last transfer or bed
+	// swap: a cancelled transfer (A12) puts them back there.
+	Previous  ingest.Location
 	Admitted  bool
+	UpdatedAt time.Time // when the context last changed (set by SetContext)
 }
 
-// SetContext records the patient's location after an ADT event.
+// SetContext records the patient's context after an ADT event.
 func SetContext(ctx context.Context, tx Queryer, c Context, now time.Time) error {
 	admitted := 0
 	if c.Admitted {
 		admitted = 1
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO patient_context (patient_id, unit, room, bed, facility, admitted, updated_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)
+	l, p, v := c.Location, c.Previous, c.Visit
+	_, err := tx.ExecContext(ctx, `INSERT INTO patient_context (patient_id, unit, room, bed, facility, admitted,
+		updated_at, visit_class, attending, visit_number, prev_unit, prev_room, prev_bed, prev_facility)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 		ON CONFLICT (patient_id) DO UPDATE SET unit = excluded.unit, room = excluded.room, bed = excluded.bed,
-		facility = excluded.facility, admitted = excluded.admitted, updated_at = excluded.updated_at`,
-		c.PatientID, c.Location.Unit, c.Location.Room, c.Location.Bed, c.Location.Facility, admitted, now.UnixMicro())
+		facility = excluded.facility, admitted = excluded.admitted, updated_at = excluded.updated_at,
+		visit_class = excluded.visit_class, attending = excluded.attending, visit_number = excluded.visit_number,
+		prev_unit = excluded.prev_unit, prev_room = excluded.prev_room, prev_bed = excluded.prev_bed,
+		prev_facility = excluded.prev_facility`,
+		c.PatientID, l.Unit, l.Room, l.Bed, l.Facility, admitted, now.UnixMicro(),
+		v.Class, v.Attending, v.Number, p.Unit, p.Room, p.Bed, p.Facility)
 	if err != nil {
 		return fmt.Errorf("set patient context: %w", err)
 	}
@@ -135,16 +146,69 @@ func SetContext(ctx context.Context, tx Queryer, c Context, now time.Time) error
 func GetContext(ctx context.Context, q Queryer, patientID string) (c Context, ok bool, err error) {
 	c.PatientID = patientID
 	var admitted int
-	err = q.QueryRowContext(ctx, `SELECT unit, room, bed, facility, admitted FROM patient_context WHERE patient_id = $1`,
-		patientID).Scan(&c.Location.Unit, &c.Location.Room, &c.Location.Bed, &c.Location.Facility, &admitted)
+	var updated int64
+	l, p, v := &c.Location, &c.Previous, &c.Visit
+	err = q.QueryRowContext(ctx, `SELECT unit, room, bed, facility, admitted, updated_at, visit_class, attending,
+		visit_number, prev_unit, prev_room, prev_bed, prev_facility FROM patient_context WHERE patient_id = $1`,
+		patientID).Scan(&l.Unit, &l.Room, &l.Bed, &l.Facility, &admitted, &updated, &v.Class, &v.Attending,
+		&v.Number, &p.Unit, &p.Room, &p.Bed, &p.Facility)
 	if errors.Is(err, sql.ErrNoRows) {
 		return c, false, nil
 	}
 	if err != nil {
 		return c, false, fmt.Errorf("get patient context: %w", err)
 	}
-	c.Admitted = admitted == 1
+	c.Admitted, c.UpdatedAt = admitted == 1, time.UnixMicro(updated).UTC()
 	return c, true, nil
+}
+
+// deleteContext forgets a patient identity that was merged away.
+func deleteContext(ctx context.Context, tx Queryer, patientID string) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM patient_context WHERE patient_id = $1`, patientID); err != nil {
+		return fmt.Errorf("delete patient context: %w", err)
+	}
+	return nil
+}
+
+// patientAlert is what a merge needs to know of an alert.
+type patientAlert struct{ id, state, dedupKey string }
+
+// alertsOf lists a patient's alerts, every state.
+func alertsOf(ctx context.Context, q Queryer, patientID string) ([]patientAlert, error) {
+	rows, err := q.QueryContext(ctx, `SELECT id, state, dedup_key FROM alerts WHERE patient_id = $1 ORDER BY id`, patientID)
+	if err != nil {
+		return nil, fmt.Errorf("list patient alerts: %w", err)
+	}
+	defer rows.Close()
+	var out []patientAlert
+	for rows.Next() {
+		var a patientAlert
+		if err := rows.Scan(&a.id, &a.state, &a.dedupKey); err != nil {
+			return nil, fmt.Errorf("list patient alerts: %w", err)
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// openDedupTaken reports whether an open alert holds dedupKey.
+func openDedupTaken(ctx context.Context, q Queryer, dedupKey string) (bool, error) {
+	var n int
+	err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM alerts WHERE dedup_key = $1 AND state = $2`, dedupKey, StateOpen).Scan(&n)
+	if err != nil {
+		return false, fmt.Errorf("check dedup key: %w", err)
+	}
+	return n > 0, nil
+}
+
+// reassignAlert moves an alert to another patient pseudonym and dedup key.
+func reassignAlert(ctx context.Context, tx Queryer, id, patientID, dedupKey string, now time.Time) error {
+	_, err := tx.ExecContext(ctx, `UPDATE alerts SET patient_id = $1, dedup_key = $2, updated_at = $3 WHERE id = $4`,
+		patientID, dedupKey, now.UnixMicro(), id)
+	if err != nil {
+		return fmt.Errorf("reassign alert: %w", err)
+	}
+	return nil
 }
 
 const alertColumns = `id, rule_id, event_id, patient_id, dedup_key, priority, unit, target_role, policy_id,

@@ -17,8 +17,8 @@ import (
 	"github.com/clarion-health/clarion/routing"
 )
 
-// The sample hospital: two units, a day and a night holder for each role,
-// and a house supervisor as the failsafe.
+// The sample hospital: two units, a 12-hour rotation of a day and a night
+// holder for each (required) role, and a house supervisor as the failsafe.
 var (
 	demoUnits = []oncall.Unit{
 		{ID: "4W", Name: "4 West Medical-Surgical", TimeZone: "America/New_York"},
@@ -39,7 +39,7 @@ var (
 func f64(v float64) *float64 { return &v }
 
 func demoPolicy() oncall.Policy {
-	return oncall.Policy{ID: "nursing", Name: "Nursing: RN, then charge RN, then house supervisor", Steps: []oncall.Step{
+	return oncall.Policy{ID: "nursing", Name: "Nursing: RN, then charge RN, then house supervisor", Handoff: true, Steps: []oncall.Step{
 		{Targets: []oncall.Target{{Kind: oncall.TargetRole, Role: "RN"}}, DelaySeconds: 60},
 		{Targets: []oncall.Target{{Kind: oncall.TargetRole, Role: "CHARGE_RN"}}, DelaySeconds: 60},
 		{Targets: []oncall.Target{{Kind: oncall.TargetUser, UserID: "sam.house"}}},
@@ -65,23 +65,16 @@ func demoRules() []routing.Rule {
 	}
 }
 
-// demoShifts returns 12-hour shifts, 07:00-19:00 and 19:00-07:00 in the
-// unit's zone, from yesterday morning for eight days, so every role is held
-// now. Boundaries are wall-clock times: a night across a DST change lasts
-// 11 or 13 hours.
-func demoShifts(unit oncall.Unit, role string, holders [2]string, now time.Time) []oncall.Shift {
+// demoRotation is a unit-role's 12-hour rotation, 07:00-19:00 and
+// 19:00-07:00 in the unit's zone, the day holder on days and the night
+// holder on nights, from yesterday on. Boundaries are wall-clock times: a
+// night across a DST change lasts 11 or 13 hours.
+func demoRotation(unit oncall.Unit, role string, holders [2]string, now time.Time) oncall.Rotation {
 	loc, _ := time.LoadLocation(unit.TimeZone)
-	local := now.In(loc)
-	day0 := time.Date(local.Year(), local.Month(), local.Day()-1, 0, 0, 0, 0, loc)
-	var out []oncall.Shift
-	for d := 0; d < 8; d++ {
-		y, m, dd := day0.AddDate(0, 0, d).Date()
-		at := func(day, hour int) time.Time { return time.Date(y, m, day, hour, 0, 0, 0, loc) }
-		out = append(out,
-			oncall.Shift{UnitID: unit.ID, Role: role, UserID: holders[0], Start: at(dd, 7), End: at(dd, 19)},
-			oncall.Shift{UnitID: unit.ID, Role: role, UserID: holders[1], Start: at(dd, 19), End: at(dd+1, 7)})
-	}
-	return out
+	start := now.In(loc).AddDate(0, 0, -1).Format(time.DateOnly)
+	return oncall.Rotation{ID: unit.ID + "-" + role, UnitID: unit.ID, Role: role, Name: role + " days and nights",
+		Kind: oncall.RotationPattern, Participants: holders[:], StartDate: start, CycleDays: 1,
+		Slots: []oncall.Slot{{Day: 0, Start: "07:00", End: "19:00"}, {Day: 0, Start: "19:00", End: "07:00"}}}
 }
 
 func seedDemo(ctx context.Context, a *app, cfg serveConfig, stdout io.Writer) error {
@@ -127,10 +120,11 @@ func seedDemo(ctx context.Context, a *app, cfg serveConfig, stdout io.Writer) er
 			}
 			for _, u := range demoUnits {
 				for role, holders := range demoRoster[u.ID] {
-					for _, s := range demoShifts(u, role, holders, now) {
-						if _, err := oncall.AddShift(ctx, tx, by, s); err != nil {
-							return err
-						}
+					if err := oncall.PutUnitRole(ctx, tx, by, oncall.UnitRole{UnitID: u.ID, Role: role, Required: true}, now); err != nil {
+						return err
+					}
+					if _, err := oncall.PutRotation(ctx, tx, by, demoRotation(u, role, holders, now), oncall.Edit{Now: now}); err != nil {
+						return err
 					}
 				}
 			}

@@ -580,6 +580,9 @@ func TestAPIAuthenticationAndRoles(t *testing.T) {
 		h.start()
 		hosp := h.seed()
 		scheduler := strings.TrimSpace(h.cli("token", "create", "--role", "scheduler", "--subject", "sched1"))
+		// A scheduler edits only the units assigned to them.
+		h.api("PUT", "/v1/users/sched1", map[string]any{"name": "Scheduler"})
+		h.api("PUT", "/v1/units/4W/schedulers/sched1", nil)
 		shift := map[string]any{"unit_id": "4W", "role": "RN", "user_id": "rn1",
 			"start": time.Now().Add(5 * time.Hour), "end": time.Now().Add(17 * time.Hour)}
 		cases := []struct {

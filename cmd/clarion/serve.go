@@ -19,12 +19,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/clarion-health/clarion/audit"
+	"github.com/clarion-health/clarion/fhir"
 	"github.com/clarion-health/clarion/ingest"
 	"github.com/clarion-health/clarion/ingest/hl7"
 	"github.com/clarion-health/clarion/internal/atrest"
 	"github.com/clarion-health/clarion/internal/auth"
 	"github.com/clarion-health/clarion/internal/bus"
 	"github.com/clarion-health/clarion/internal/db"
+	"github.com/clarion-health/clarion/internal/ids"
 	"github.com/clarion-health/clarion/internal/pipeline"
 	"github.com/clarion-health/clarion/messaging"
 	"github.com/clarion-health/clarion/oncall"
@@ -38,6 +40,7 @@ type serveConfig struct {
 	mllpAddr    string
 	logLevel    string
 	mllpMaxSize int
+	hl7         hl7Flags
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, demo bool) error {
@@ -54,6 +57,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, demo
 	fs.StringVar(&cfg.mllpAddr, "mllp-addr", envOr("CLARION_MLLP_ADDR", "127.0.0.1:2575"), "MLLP listen address")
 	fs.StringVar(&cfg.logLevel, "log-level", envOr("CLARION_LOG_LEVEL", "info"), "debug, info, warn or error")
 	fs.IntVar(&cfg.mllpMaxSize, "mllp-max-frame", 1<<20, "largest MLLP message accepted, in bytes")
+	cfg.hl7.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -83,6 +87,12 @@ type app struct {
 	gateway *messaging.Gateway
 	metrics *prometheus.Registry
 	now     func() time.Time
+	fhirAPI *fhir.API
+	hl7     *hl7Ingest
+	// oncallIndex answers "who is on call" from memory, kept current as
+	// rosters change; notifier runs the daily coverage check.
+	oncallIndex *oncall.Index
+	notifier    *oncall.Notifier
 }
 
 func openApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (*app, error) {
@@ -99,6 +109,16 @@ func openApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (*app, erro
 		a.close()
 		return nil, err
 	}
+	rosters := a.bus.Rosters(ids.New("node"))
+	a.oncallIndex = oncall.NewIndex(a.db, a.now, oncall.IndexOptions{Log: log, Publish: rosters.Publish})
+	if _, err := rosters.Subscribe(a.oncallIndex.Invalidate); err != nil {
+		a.close()
+		return nil, err
+	}
+	if a.notifier, err = oncall.NewNotifier(a.db, a.now, log, "06:00", nil); err != nil {
+		a.close()
+		return nil, err
+	}
 	a.metrics = prometheus.NewRegistry()
 	a.metrics.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	acks := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "clarion_mllp_acks_total",
@@ -112,8 +132,17 @@ func openApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (*app, erro
 	if faultsOn() {
 		kick = nil // the crash test needs the event still unrouted when the process dies
 	}
-	a.intake = hl7.NewIntake(a.db, store, log, a.now, kick, func(code string) { acks.WithLabelValues(code).Inc() })
+	if a.hl7, err = newHL7Ingest(cfg.hl7, a.db, store, log, a.now, kick); err != nil {
+		a.close()
+		return nil, err
+	}
+	a.intake = hl7.NewIntake(a.db, store, log, a.now, kick, func(code string) { acks.WithLabelValues(code).Inc() },
+		a.hl7.intakeOpts...)
 	a.gateway = messaging.NewGateway(a.db, a.engine, a.bus, log, 20*time.Second)
+	if a.fhirAPI, err = fhir.New(a.db, store, a.keys, log, a.now, kick); err != nil {
+		a.close()
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -135,11 +164,16 @@ func (a *app) router() *gin.Engine {
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(a.metrics, promhttp.HandlerOpts{})))
 	msgAPI := messaging.NewAPI(a.db, a.engine, a.gateway)
 	msgAPI.RegisterPublicRoutes(r)
+	a.fhirAPI.RegisterRoutes(r) // /fhir: its own bearer + SMART-scope auth; /fhir/metadata public
 	api := r.Group("/", auth.Middleware(a.db))
 	msgAPI.RegisterRoutes(api)
-	oncall.NewAPI(a.db, a.log, a.now).RegisterRoutes(api)
+	oncallAPI := oncall.NewAPIWithIndex(a.db, a.log, a.now, a.oncallIndex)
+	oncallAPI.RegisterPublicRoutes(r) // /ical/:token: the secret URL token is the credential
+	oncallAPI.RegisterRoutes(api)
 	routing.NewAPI(a.db, a.log, a.now).RegisterRoutes(api)
+	a.hl7.api.RegisterRoutes(api)
 	api.GET("/v1/audit/verify", auth.Require(auth.RoleAuditor, auth.RoleAdmin), a.auditVerify)
+	a.fhirAPI.RegisterAdminRoutes(api)
 	return r
 }
 
@@ -210,13 +244,17 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 	}
 	mllpLn = withFaults(mllpLn)
 	httpSrv := &http.Server{Handler: a.router(), ReadHeaderTimeout: 10 * time.Second}
-	mllpSrv := &hl7.Server{Handler: a.intake, Logger: a.log, MaxFrame: cfg.mllpMaxSize}
+	mllpSrv := &hl7.Server{Handler: a.intake, Logger: a.log, MaxFrame: cfg.mllpMaxSize, TLSConfig: a.hl7.tls}
 
 	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
 	wg.Go(func() { a.worker.Run(work, 500*time.Millisecond) })
 	wg.Go(func() { a.engine.RunTimers(work, 100*time.Millisecond) })
+	wg.Go(func() { a.hl7.run(work) })
+	wg.Go(func() { a.oncallIndex.Run(work, 24*time.Hour) })
+	wg.Go(func() { a.engine.RunHandoffs(work, 30*time.Second) })
+	wg.Go(func() { a.notifier.Run(work, time.Minute) })
 	go func() { errs <- httpSrv.Serve(httpLn) }()
 	go func() { errs <- mllpSrv.Serve(mllpLn) }()
 	a.log.Info("clarion serving", "http_addr", httpLn.Addr().String(), "mllp_addr", mllpLn.Addr().String(),

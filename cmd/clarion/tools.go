@@ -66,31 +66,6 @@ func runTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	return nil
 }
 
-func runAuditVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("audit verify", stderr)
-	var s storeFlags
-	s.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	d, err := s.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	n, err := audit.Verify(ctx, d)
-	var prob *audit.Problem
-	if errors.As(err, &prob) {
-		fmt.Fprintf(stdout, "audit chain BROKEN after %d good records: record %d: %s\n", n, prob.Seq, prob.Reason)
-		return exitCode(1)
-	}
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "audit chain intact: %d records\n", n)
-	return nil
-}
-
 func runHL7Send(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("hl7 send", stderr)
 	addr := fs.String("addr", envOr("CLARION_MLLP_ADDR", "127.0.0.1:2575"), "MLLP address")

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // fuzzSeeds are the fixtures plus, when present, the shared corpus.
@@ -48,12 +49,22 @@ func FuzzParse(f *testing.F) {
 		for _, p := range []string{"MSH-9.2", "PID-3(2).4.1", "OBX(2)-5", "ZZZ-1"} {
 			_ = m.Get(p)
 		}
+		var fields [31]Value
 		for i := range m.Len() {
 			s := m.SegmentAt(i)
+			s.Fields(fields[:])
 			for i := range min(s.FieldCount(), 30) {
 				v := s.Field(i + 1)
+				if v != fields[i+1] {
+					t.Fatalf("Fields and Field disagree on %s-%d", s.Name(), i+1)
+				}
+				// Whatever the declared character set, values read are UTF-8.
+				if str := v.String(); !utf8.ValidString(str) {
+					t.Fatalf("%s-%d decodes to invalid UTF-8 %q", s.Name(), i+1, str)
+				}
 				_ = v.Rep(2).Comp(2).Sub(2).String()
-				_ = v.Reps() + v.Comps()
+				_ = v.Reps() + v.Comps() + v.Comp(1).Subs()
+				_ = v.Truncated()
 			}
 		}
 		_, err = ToEvent(m)

@@ -145,7 +145,7 @@ func TestDecodeEscapes(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := d.decode([]byte(tc.in)); got != tc.want {
+			if got := d.decode(tc.in, false); got != tc.want {
 				t.Errorf("decode(%q) = %q, want %q", tc.in, got, tc.want)
 			}
 		})
@@ -153,7 +153,7 @@ func TestDecodeEscapes(t *testing.T) {
 	// \P\ means nothing when the message declares no truncation character.
 	if got := DefaultDelimiters(); got.Truncation != 0 {
 		t.Fatal("default has a truncation char")
-	} else if s := got.decode([]byte(`\P\`)); s != `\P\` {
+	} else if s := got.decode(`\P\`, false); s != `\P\` {
 		t.Errorf("\\P\\ without truncation char = %q", s)
 	}
 }
@@ -168,7 +168,7 @@ func TestEscapeRoundTrip(t *testing.T) {
 			if d.Truncation != 0 && strings.IndexByte(enc, d.Truncation) >= 0 {
 				t.Errorf("Escape(%q) = %q holds the truncation char", s, enc)
 			}
-			if got := d.decode([]byte(enc)); got != s {
+			if got := d.decode(enc, false); got != s {
 				t.Errorf("decode(Escape(%q)) = %q", s, got)
 			}
 		}

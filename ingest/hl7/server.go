@@ -3,6 +3,7 @@ package hl7
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -12,20 +13,29 @@ import (
 	"time"
 )
 
-// Handler processes one MLLP payload and returns the reply payload (the
-// ACK), or nil to send nothing. It is called for one message at a time per
-// connection, and must commit the message before returning an accepting
-// ACK.
+// Handler processes one MLLP payload and returns the reply payloads (an
+// ACK, or an accept ACK followed by an application ACK), in the order they
+// are to be written; none to send nothing. It is called for one message at
+// a time per connection, and must commit the message before returning an
+// accepting ACK.
 type Handler interface {
-	HandleMLLP(ctx context.Context, payload []byte, peer net.Addr) (reply []byte)
+	HandleMLLP(ctx context.Context, payload []byte, peer Peer) (replies [][]byte)
 }
 
 // HandlerFunc adapts a function to Handler.
-type HandlerFunc func(ctx context.Context, payload []byte, peer net.Addr) []byte
+type HandlerFunc func(ctx context.Context, payload []byte, peer Peer) [][]byte
 
 // HandleMLLP calls f.
-func (f HandlerFunc) HandleMLLP(ctx context.Context, payload []byte, peer net.Addr) []byte {
+func (f HandlerFunc) HandleMLLP(ctx context.Context, payload []byte, peer Peer) [][]byte {
 	return f(ctx, payload, peer)
+}
+
+// Peer is what the server knows of the other end of a connection: its
+// address and, under mutual TLS, the names of its verified certificate.
+type Peer struct {
+	Addr      net.Addr
+	TLS       bool
+	CertNames []string // subject CN, then SANs; nil without a verified client certificate
 }
 
 // Server accepts MLLP connections. Each connection is served by one
@@ -37,6 +47,11 @@ type Server struct {
 	MaxFrame    int           // largest payload accepted; default 1 MiB
 	IdleTimeout time.Duration // max wait for a frame or a write; default 5m
 	MaxConns    int           // concurrent connections; default 256
+	// TLSConfig, when set, serves MLLP over TLS (mutual TLS when it
+	// requires client certificates; see LoadTLSConfig).
+	TLSConfig *tls.Config
+	// HandshakeTimeout bounds the TLS handshake; default 10s.
+	HandshakeTimeout time.Duration
 
 	mu        sync.Mutex
 	closing   bool
@@ -55,6 +70,7 @@ const (
 	defaultMaxFrame    = 1 << 20
 	defaultIdleTimeout = 5 * time.Minute
 	defaultMaxConns    = 256
+	defaultHandshake   = 10 * time.Second
 )
 
 func (s *Server) init() {
@@ -161,7 +177,11 @@ func (s *Server) serveConn(c *serverConn) {
 		c.nc.Close()
 		s.wg.Done()
 	}()
-	log.Debug("mllp connection opened")
+	peer, ok := s.open(log, c)
+	if !ok {
+		return
+	}
+	log.Debug("mllp connection opened", "tls", peer.TLS)
 	br := bufio.NewReader(c.nc)
 	for {
 		// Arm the read deadline under the lock, so a concurrent Shutdown
@@ -189,11 +209,11 @@ func (s *Server) serveConn(c *serverConn) {
 		s.mu.Unlock()
 
 		start := time.Now()
-		reply, ok := s.handle(log, payload, c.nc.RemoteAddr())
+		replies, ok := s.handle(log, payload, peer)
 		if !ok {
 			return
 		}
-		if reply != nil {
+		for _, reply := range replies {
 			if err := c.nc.SetWriteDeadline(time.Now().Add(s.idle())); err != nil {
 				return
 			}
@@ -202,14 +222,36 @@ func (s *Server) serveConn(c *serverConn) {
 				return
 			}
 		}
-		log.Debug("mllp message handled", "bytes", len(payload), "reply_bytes", len(reply),
+		log.Debug("mllp message handled", "bytes", len(payload), "replies", len(replies),
 			"duration_ms", time.Since(start).Milliseconds())
 	}
 }
 
+// open completes the TLS handshake, if any, within HandshakeTimeout and
+// says who the peer is. A failed handshake (no or an untrusted client
+// certificate under mutual TLS, say) closes the connection.
+func (s *Server) open(log *slog.Logger, c *serverConn) (Peer, bool) {
+	peer := Peer{Addr: c.nc.RemoteAddr()}
+	if s.TLSConfig == nil {
+		return peer, true
+	}
+	tc := tls.Server(c.nc, s.TLSConfig)
+	s.mu.Lock()
+	c.nc = tc
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(s.ctx, orDefault(s.HandshakeTimeout, defaultHandshake))
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		log.Warn("mllp tls handshake failed; closing connection", "err", err)
+		return peer, false
+	}
+	peer.TLS, peer.CertNames = true, certNames(tc.ConnectionState())
+	return peer, true
+}
+
 // handle calls the Handler, turning a panic into a closed connection: the
 // sender gets no ACK and will resend, so nothing is lost.
-func (s *Server) handle(log *slog.Logger, payload []byte, peer net.Addr) (reply []byte, ok bool) {
+func (s *Server) handle(log *slog.Logger, payload []byte, peer Peer) (replies [][]byte, ok bool) {
 	defer func() {
 		if r := recover(); r != nil {
 			log.Error("mllp handler panicked; closing connection", "bytes", len(payload))

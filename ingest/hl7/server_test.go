@@ -17,20 +17,20 @@ import (
 // ackHandler parses, maps and acknowledges, as the real listener does
 // minus the durable commit.
 func ackHandler() Handler {
-	return HandlerFunc(func(ctx context.Context, payload []byte, peer net.Addr) []byte {
+	return HandlerFunc(func(ctx context.Context, payload []byte, peer Peer) [][]byte {
 		now := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 		m, err := Parse(payload)
 		if err != nil {
 			var pe *ParseError
 			errors.As(err, &pe)
-			return BuildRejectFor(payload, pe, now, "ACK")
+			return [][]byte{BuildRejectFor(payload, pe, now, "ACK")}
 		}
 		if _, err := ToEvent(m); err != nil {
 			var pe *ParseError
 			errors.As(err, &pe)
-			return BuildACK(m, "AE", pe, now, "ACK")
+			return [][]byte{BuildACK(m, "AE", pe, now, "ACK")}
 		}
-		return BuildACK(m, "AA", nil, now, "ACK")
+		return [][]byte{BuildACK(m, "AA", nil, now, "ACK")}
 	})
 }
 
@@ -192,7 +192,7 @@ func TestServerMaxConns(t *testing.T) {
 func TestServerShutdownWaitsForInFlight(t *testing.T) {
 	entered, release := make(chan struct{}), make(chan struct{})
 	inner := ackHandler()
-	srv := &Server{Handler: HandlerFunc(func(ctx context.Context, p []byte, peer net.Addr) []byte {
+	srv := &Server{Handler: HandlerFunc(func(ctx context.Context, p []byte, peer Peer) [][]byte {
 		close(entered)
 		<-release
 		return inner.HandleMLLP(ctx, p, peer)
@@ -257,7 +257,7 @@ func TestServerShutdownWaitsForInFlight(t *testing.T) {
 func TestServerShutdownDeadline(t *testing.T) {
 	entered := make(chan struct{})
 	cancelled := make(chan struct{})
-	srv := &Server{Logger: slog.New(slog.DiscardHandler), Handler: HandlerFunc(func(ctx context.Context, p []byte, _ net.Addr) []byte {
+	srv := &Server{Logger: slog.New(slog.DiscardHandler), Handler: HandlerFunc(func(ctx context.Context, p []byte, _ Peer) [][]byte {
 		close(entered)
 		<-ctx.Done()
 		close(cancelled)
@@ -285,7 +285,7 @@ func TestServerShutdownDeadline(t *testing.T) {
 
 func TestServerHandlerPanic(t *testing.T) {
 	inner := ackHandler()
-	addr, logs := startServer(t, &Server{Handler: HandlerFunc(func(ctx context.Context, p []byte, peer net.Addr) []byte {
+	addr, logs := startServer(t, &Server{Handler: HandlerFunc(func(ctx context.Context, p []byte, peer Peer) [][]byte {
 		if bytes.Contains(p, []byte("PANIC")) {
 			panic("handler bug with SECRETNAME")
 		}

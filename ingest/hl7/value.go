@@ -3,7 +3,6 @@ package hl7
 import (
 	"bytes"
 	"strings"
-	"unicode/utf8"
 )
 
 // Delimiters are a message's encoding characters: MSH-1 and MSH-2.
@@ -53,13 +52,23 @@ const (
 	levelSub
 )
 
-// Value is a field, repetition, component or subcomponent. Its bytes alias
-// the message; String decodes escapes. The zero Value is empty.
+// source is the text values are cut from: a parsed message, or one
+// segment read on its own.
+type source struct {
+	raw    []byte // what Raw returns slices of
+	text   string // the same bytes as a string: decoded values slice it
+	d      Delimiters
+	latin1 bool // \Xhh\ escapes name Latin-1 bytes
+}
+
+// Value is a field, repetition, component or subcomponent: a span of its
+// message, 24 bytes with one pointer. String decodes escapes. The zero
+// Value is empty.
 type Value struct {
-	b     []byte
-	d     *Delimiters
-	level level
-	lit   bool // MSH-1/MSH-2: the delimiters themselves, never split or decoded
+	src        *source
+	start, end uint32
+	level      level
+	lit        bool // MSH-1/MSH-2: the delimiters themselves, never split or decoded
 }
 
 // Rep returns repetition n (1-based) of a field.
@@ -80,29 +89,94 @@ func (v Value) Sub(n int) Value {
 
 // split descends to level at, taking the first piece at each level above it.
 func (v Value) split(at level, n int) Value {
-	if n < 1 {
+	if n < 1 || v.src == nil {
 		return Value{}
 	}
-	if v.lit || v.d == nil {
+	if v.lit || v.level >= at { // literal, or already at or below: only piece 1 exists
 		if n == 1 {
 			return v
 		}
 		return Value{}
 	}
-	for v.level+1 < at && v.d != nil {
-		v = v.split(v.level+1, 1)
-	}
-	if v.level >= at { // already at or below: only piece 1 exists
-		if n == 1 {
-			return v
+	s := v.src.text[v.start:v.end]
+	// Pieces of the levels above at end at their separators too.
+	stop := v.src.d.Repetition
+	switch at {
+	case levelComp:
+		if v.level == levelField {
+			s = s[:firstOf(s, v.src.d.Repetition)]
 		}
-		return Value{}
+		stop = v.src.d.Component
+	case levelSub:
+		switch v.level {
+		case levelField:
+			s = s[:firstOf2(s, v.src.d.Repetition, v.src.d.Component)]
+		case levelRep:
+			s = s[:firstOf(s, v.src.d.Component)]
+		}
+		stop = v.src.d.Subcomponent
 	}
-	b, ok := nth(v.b, v.d.sep(at), n-1)
-	if !ok {
-		return Value{}
+	from := 0
+	for ; n > 1; n-- {
+		i := firstOf(s[from:], stop)
+		if i == len(s)-from {
+			return Value{}
+		}
+		from += i + 1
 	}
-	return Value{b: b, d: v.d, level: at}
+	to := from + firstOf(s[from:], stop)
+	return Value{src: v.src, start: v.start + uint32(from), end: v.start + uint32(to), level: at}
+}
+
+// pieces fills out[i] with piece i (1-based) at level at, as split(at, i)
+// would, but in one pass: for code that reads several components of one
+// field. out[0] is left empty.
+func (v Value) pieces(at level, out []Value) {
+	clear(out)
+	if len(out) < 2 || v.src == nil {
+		return
+	}
+	if v.lit || v.level >= at {
+		out[1] = v
+		return
+	}
+	c := v
+	if c.level+1 < at { // the first piece of the level above holds them
+		c = c.split(at-1, 1)
+	}
+	s, sep := c.src.text[c.start:c.end], c.src.d.sep(at)
+	for i, pos := 1, 0; i < len(out) && pos <= len(s); i++ {
+		end := pos + firstOf(s[pos:], sep)
+		out[i] = Value{src: c.src, start: c.start + uint32(pos), end: c.start + uint32(end), level: at}
+		pos = end + 1
+	}
+}
+
+// firstOf is the index of c in s, or len(s). HL7 values are short: a
+// plain loop beats the vectorised search's set-up cost below 32 bytes.
+func firstOf(s string, c byte) int {
+	if len(s) < 32 {
+		for i := 0; i < len(s); i++ {
+			if s[i] == c {
+				return i
+			}
+		}
+		return len(s)
+	}
+	if i := strings.IndexByte(s, c); i >= 0 {
+		return i
+	}
+	return len(s)
+}
+
+// firstOf2 is the index of the first of a or b in s, or len(s).
+func firstOf2(s string, a, b byte) int {
+	for i := 0; i < len(s); i++ {
+		if s[i] == a || s[i] == b {
+			return i
+		}
+	}
+	return len(s)
 }
 
 func (d *Delimiters) sep(l level) byte {
@@ -122,127 +196,64 @@ func (v Value) Reps() int { return v.count(levelRep) }
 // Comps returns the number of components (0 when empty).
 func (v Value) Comps() int { return v.count(levelComp) }
 
+// Subs returns the number of subcomponents (0 when empty).
+func (v Value) Subs() int { return v.count(levelSub) }
+
 func (v Value) count(at level) int {
-	if len(v.b) == 0 {
+	if v.IsEmpty() {
 		return 0
 	}
-	if v.lit || v.d == nil || v.level >= at {
+	if v.lit || v.level >= at {
 		return 1
 	}
 	if v.level+1 < at {
 		v = v.split(at-1, 1)
 	}
-	return bytes.Count(v.b, []byte{v.d.sep(at)}) + 1
+	return strings.Count(v.src.text[v.start:v.end], string(v.src.d.sep(at))) + 1
 }
 
 // IsEmpty reports whether the value is absent or empty.
-func (v Value) IsEmpty() bool { return len(v.b) == 0 }
+func (v Value) IsEmpty() bool { return v.end == v.start }
 
 // IsNull reports the explicit HL7 null `""` (delete the stored value).
-func (v Value) IsNull() bool { return string(v.b) == `""` }
+func (v Value) IsNull() bool { return v.Equal(`""`) }
+
+// Truncated reports whether the sender cut the value short: it ends with
+// the v2.7 truncation character (MSH-2 position 5). The character is kept
+// in String, so a reader sees the value was cut.
+func (v Value) Truncated() bool {
+	return !v.lit && !v.IsEmpty() && v.src.d.Truncation != 0 && v.src.text[v.end-1] == v.src.d.Truncation
+}
 
 // Raw returns the encoded bytes; they alias the message.
-func (v Value) Raw() []byte { return v.b }
+func (v Value) Raw() []byte {
+	if v.src == nil {
+		return nil
+	}
+	return v.src.raw[v.start:v.end:v.end]
+}
 
 // String returns the decoded text: escape sequences are replaced, delimiters
 // inside the value (e.g. components of a whole field) are kept as they are.
+// A value without escapes is a substring of the message: no allocation.
 func (v Value) String() string {
-	if v.lit || v.d == nil {
-		return string(v.b)
+	if v.src == nil {
+		return ""
 	}
-	return v.d.decode(v.b)
+	s := v.src.text[v.start:v.end]
+	if v.lit || strings.IndexByte(s, v.src.d.Escape) < 0 {
+		return s
+	}
+	return v.src.d.decode(s, v.src.latin1)
 }
 
-// decode replaces HL7 escape sequences. Unknown or unterminated sequences
-// are kept verbatim, so no text is lost.
-func (d *Delimiters) decode(b []byte) string {
-	if bytes.IndexByte(b, d.Escape) < 0 {
-		return string(b)
+// Equal reports whether the encoded value is exactly s (no escapes decoded,
+// no allocation): for codes such as message types and table values.
+func (v Value) Equal(s string) bool {
+	if v.src == nil {
+		return s == ""
 	}
-	var sb strings.Builder
-	sb.Grow(len(b))
-	hex := false
-	for len(b) > 0 {
-		i := bytes.IndexByte(b, d.Escape)
-		if i < 0 {
-			sb.Write(b)
-			break
-		}
-		sb.Write(b[:i])
-		b = b[i+1:]
-		j := bytes.IndexByte(b, d.Escape)
-		if j < 0 {
-			sb.WriteByte(d.Escape)
-			sb.Write(b)
-			break
-		}
-		seq := b[:j]
-		b = b[j+1:]
-		switch {
-		case len(seq) == 1 && d.single(seq[0]) != 0:
-			sb.WriteByte(d.single(seq[0]))
-		case len(seq) == 1 && (seq[0] == 'H' || seq[0] == 'N'):
-			// highlighting on/off: no meaning in plain text
-		case string(seq) == ".br":
-			sb.WriteByte('\n')
-		case len(seq) > 1 && seq[0] == 'X' && writeHex(&sb, seq[1:]):
-			hex = true
-		default:
-			sb.WriteByte(d.Escape)
-			sb.Write(seq)
-			sb.WriteByte(d.Escape)
-		}
-	}
-	if hex { // \Xhh\ may spell invalid UTF-8
-		return strings.ToValidUTF8(sb.String(), string(utf8.RuneError))
-	}
-	return sb.String()
-}
-
-// single maps one-letter escapes to the delimiter they stand for.
-func (d *Delimiters) single(c byte) byte {
-	switch c {
-	case 'F':
-		return d.Field
-	case 'S':
-		return d.Component
-	case 'T':
-		return d.Subcomponent
-	case 'R':
-		return d.Repetition
-	case 'E':
-		return d.Escape
-	case 'P':
-		return d.Truncation // 0 when the message declares none
-	}
-	return 0
-}
-
-func writeHex(sb *strings.Builder, h []byte) bool {
-	if len(h)%2 != 0 {
-		return false
-	}
-	for i := 0; i < len(h); i += 2 {
-		if unhex(h[i]) < 0 || unhex(h[i+1]) < 0 {
-			return false
-		}
-	}
-	for i := 0; i < len(h); i += 2 {
-		sb.WriteByte(byte(unhex(h[i])<<4 | unhex(h[i+1])))
-	}
-	return true
-}
-
-func unhex(c byte) int {
-	switch {
-	case c >= '0' && c <= '9':
-		return int(c - '0')
-	case c >= 'a' && c <= 'f':
-		return int(c-'a') + 10
-	case c >= 'A' && c <= 'F':
-		return int(c-'A') + 10
-	}
-	return -1
+	return v.src.text[v.start:v.end] == s
 }
 
 // Escape encodes s for use as one value in a message with delimiters d.

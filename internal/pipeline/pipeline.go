@@ -102,11 +102,11 @@ func (w *Worker) ProcessOne(ctx context.Context) (bool, error) {
 		if err != nil || st == nil {
 			return err
 		}
-		patientID := w.pseudo.Pseudonym("pt", st.Event.Patient.Key())
-		out, err := w.router.Route(ctx, tx, st.ID, &st.Event, patientID, now)
+		out, err := w.router.Route(ctx, tx, st.ID, &st.Event, w.pseudo, now)
 		if err != nil {
 			return err
 		}
+		patientID := out.PatientID
 		for _, a := range out.Opened {
 			devs, err := w.engine.Start(ctx, tx, a, now)
 			if err != nil {
