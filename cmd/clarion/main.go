@@ -26,7 +26,9 @@ usage:
   clarion device listen    receive, decrypt and answer messages
   clarion device respond   accept or decline one message
   clarion device rotate-key  replace this device's key pair
-  clarion audit verify     verify the audit hash chain
+  clarion audit verify     verify the audit hash chain and its signed checkpoints
+  clarion audit export|tail|checkpoint|purge|public-key
+  clarion report           response times, escalations, open alerts
   clarion hl7 send FILE    send an HL7 v2 file over MLLP and print the ACK
 
 Run "clarion COMMAND -h" for the flags of a command.
@@ -88,9 +90,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return runDeviceRotateKey(ctx, rest, stdout, stderr)
 		}
 	case "audit":
-		if s, rest := sub("audit"); s == "verify" {
-			return runAuditVerify(ctx, rest, stdout, stderr)
-		}
+		return runAudit(ctx, args[1:], stdout, stderr)
+	case "report":
+		return runReport(ctx, args[1:], stdout, stderr)
 	case "hl7":
 		if s, rest := sub("hl7"); s == "send" {
 			return runHL7Send(ctx, rest, stdout, stderr)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -18,7 +17,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/clarion-health/clarion/audit"
 	"github.com/clarion-health/clarion/fhir"
 	"github.com/clarion-health/clarion/ingest"
 	"github.com/clarion-health/clarion/ingest/hl7"
@@ -41,6 +39,7 @@ type serveConfig struct {
 	logLevel    string
 	mllpMaxSize int
 	hl7         hl7Flags
+	audit       auditConfig
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, demo bool) error {
@@ -58,6 +57,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, demo
 	fs.StringVar(&cfg.logLevel, "log-level", envOr("CLARION_LOG_LEVEL", "info"), "debug, info, warn or error")
 	fs.IntVar(&cfg.mllpMaxSize, "mllp-max-frame", 1<<20, "largest MLLP message accepted, in bytes")
 	cfg.hl7.register(fs)
+	cfg.audit.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -89,6 +89,7 @@ type app struct {
 	now     func() time.Time
 	fhirAPI *fhir.API
 	hl7     *hl7Ingest
+	audit   *auditRuntime
 	// oncallIndex answers "who is on call" from memory, kept current as
 	// rosters change; notifier runs the daily coverage check.
 	oncallIndex *oncall.Index
@@ -106,6 +107,10 @@ func openApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (*app, erro
 		return nil, err
 	}
 	if a.bus, err = bus.Start(ctx, cfg.natsURL, cfg.dataDir, log); err != nil {
+		a.close()
+		return nil, err
+	}
+	if a.audit, err = openAuditRuntime(ctx, cfg.audit, cfg.dataDir, a.db, a.bus, log, a.now); err != nil {
 		a.close()
 		return nil, err
 	}
@@ -147,6 +152,9 @@ func openApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (*app, erro
 }
 
 func (a *app) close() {
+	if a.audit != nil {
+		a.audit.close()
+	}
 	if a.bus != nil {
 		a.bus.Close()
 	}
@@ -158,6 +166,7 @@ func (a *app) close() {
 func (a *app) router() *gin.Engine {
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
+	_ = r.SetTrustedProxies(nil) // client addresses come from the socket, never from X-Forwarded-For
 	r.Use(gin.Recovery(), a.accessLog)
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/readyz", a.ready)
@@ -172,7 +181,7 @@ func (a *app) router() *gin.Engine {
 	oncallAPI.RegisterRoutes(api)
 	routing.NewAPI(a.db, a.log, a.now).RegisterRoutes(api)
 	a.hl7.api.RegisterRoutes(api)
-	api.GET("/v1/audit/verify", auth.Require(auth.RoleAuditor, auth.RoleAdmin), a.auditVerify)
+	a.audit.routes(api)
 	a.fhirAPI.RegisterAdminRoutes(api)
 	return r
 }
@@ -204,32 +213,6 @@ func (a *app) ready(c *gin.Context) {
 	c.JSON(status, checks)
 }
 
-func (a *app) auditVerify(c *gin.Context) {
-	ctx := c.Request.Context()
-	n, verr := audit.Verify(ctx, a.db)
-	p := auth.From(c)
-	outcome := "success"
-	if verr != nil {
-		outcome = "failure"
-	}
-	// The check itself is audited: who looked, and what they found.
-	_ = a.db.InTx(ctx, func(tx *sql.Tx) error {
-		_, err := audit.Append(ctx, tx, audit.Entry{ActorType: p.Kind, ActorID: p.Subject, ActorRole: p.Role,
-			Action: "audit.verified", ObjectType: "audit_log", ObjectID: "chain", Outcome: outcome,
-			Detail: map[string]any{"records": n}})
-		return err
-	})
-	var prob *audit.Problem
-	switch {
-	case errors.As(verr, &prob):
-		c.JSON(http.StatusOK, gin.H{"ok": false, "records": n, "first_bad_record": prob.Seq, "reason": prob.Reason})
-	case verr != nil:
-		c.JSON(http.StatusInternalServerError, gin.H{"error": "verification failed to run"})
-	default:
-		c.JSON(http.StatusOK, gin.H{"ok": true, "records": n})
-	}
-}
-
 // serve runs HTTP, MLLP, the router and the escalation timers until ctx
 // ends, then stops accepting, lets in-flight work finish, and returns.
 func (a *app) serve(ctx context.Context, cfg serveConfig) error {
@@ -251,6 +234,7 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 	errs := make(chan error, 2)
 	wg.Go(func() { a.worker.Run(work, 500*time.Millisecond) })
 	wg.Go(func() { a.engine.RunTimers(work, 100*time.Millisecond) })
+	wg.Go(func() { a.audit.run(work) })
 	wg.Go(func() { a.hl7.run(work) })
 	wg.Go(func() { a.oncallIndex.Run(work, 24*time.Hour) })
 	wg.Go(func() { a.engine.RunHandoffs(work, 30*time.Second) })

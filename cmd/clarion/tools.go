@@ -13,6 +13,7 @@ import (
 	"github.com/clarion-health/clarion/audit"
 	"github.com/clarion-health/clarion/ingest/hl7"
 	"github.com/clarion-health/clarion/internal/auth"
+	"github.com/clarion-health/clarion/internal/db"
 )
 
 func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -27,6 +28,9 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	defer d.Close()
+	if err := audit.InstallGuards(ctx, d.DB, d.Dialect == db.Postgres); err != nil {
+		return err
+	}
 	fmt.Fprintf(stdout, "migrations applied (%s)\n", d.Dialect)
 	return nil
 }

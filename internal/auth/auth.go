@@ -16,6 +16,8 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/clarion-health/clarion/audit"
+	"github.com/clarion-health/clarion/internal/db"
 	"github.com/clarion-health/clarion/internal/ids"
 )
 
@@ -103,17 +105,20 @@ func RevokeSubject(ctx context.Context, tx Queryer, kind, subject string, now ti
 const principalKey = "clarion.principal"
 
 // Middleware authenticates every request with "Authorization: Bearer" and
-// answers 401 otherwise.
-func Middleware(q Queryer) gin.HandlerFunc {
+// answers 401 otherwise. A refused request is audited (route and source
+// address, never the token presented).
+func Middleware(d *db.DB) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		token, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
 		if !ok || token == "" {
+			auditFailure(c, d, "missing_token")
 			c.Header("WWW-Authenticate", `Bearer realm="clarion"`)
 			c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"error": "missing bearer token"})
 			return
 		}
-		p, err := Lookup(c.Request.Context(), q, strings.TrimSpace(token))
+		p, err := Lookup(c.Request.Context(), d, strings.TrimSpace(token))
 		if errors.Is(err, ErrUnauthenticated) {
+			auditFailure(c, d, "invalid_token")
 			c.Header("WWW-Authenticate", `Bearer realm="clarion", error="invalid_token"`)
 			c.AbortWithStatusJSON(http.StatusUnauthorized, gin.H{"error": "invalid or revoked token"})
 			return
@@ -125,6 +130,16 @@ func Middleware(q Queryer) gin.HandlerFunc {
 		c.Set(principalKey, p)
 		c.Next()
 	}
+}
+
+func auditFailure(c *gin.Context, d *db.DB, reason string) {
+	ctx := c.Request.Context()
+	_ = d.InTx(ctx, func(tx *sql.Tx) error {
+		_, err := audit.Append(ctx, tx, audit.Entry{ActorType: "anonymous", Action: "auth.failed",
+			ObjectType: "route", ObjectID: c.Request.Method + " " + c.FullPath(), Outcome: "failure",
+			SourceAddr: c.RemoteIP(), Detail: map[string]any{"reason": reason}})
+		return err
+	})
 }
 
 // Require lets the request through only for the listed roles (403 otherwise).
