@@ -194,10 +194,37 @@ func compact(raw []byte) []byte {
 	return b.Bytes()
 }
 
-// create stores one prepared entry in tx: a repeat answers with the first
-// copy, a conditional create that matches answers with the match, stale
-// readings are dropped, the rest becomes a pending event; all audited.
-func (a *API) create(ctx context.Context, tx *sql.Tx, s sender, e *entry, now time.Time) (outcome, error) {
+// pending is what a commit will write, in batches, once every entry has
+// been looked at: one multi-row statement per table instead of several
+// statements per resource (see BenchmarkIngestObservations).
+type pending struct {
+	claims    []ingest.DedupClaim
+	events    []ingest.NewEvent
+	resources []resourceRow
+	keys      []resourceKey
+	audits    []audit.Entry
+	bySource  map[string]resourceRow   // source|source_id → created earlier in this commit
+	byIdent   map[string][]resourceRow // type|identifier hash → created earlier in this commit
+}
+
+// resourceKey is the rest of a fhir_resources row.
+type resourceKey struct {
+	source, sourceID, idHash string
+}
+
+func newPending() *pending {
+	return &pending{bySource: map[string]resourceRow{}, byIdent: map[string][]resourceRow{}}
+}
+
+// dedupForever is the window given to the store's dedup table: a FHIR
+// create stays idempotent (fhir_resources is the lasting record).
+const dedupForever = 100 * 365 * 24 * time.Hour
+
+// create looks at one prepared entry in tx: a repeat answers with the
+// first copy, a conditional create that matches answers with the match,
+// stale readings are dropped; what is new is queued in p (with its audit
+// records) for flush.
+func (a *API) create(ctx context.Context, tx *sql.Tx, s sender, e *entry, now time.Time, p *pending) (outcome, error) {
 	m := e.mapped
 	out := outcome{typ: m.ResourceType, at: now}
 	ev := m.Event
@@ -214,14 +241,16 @@ func (a *API) create(ctx context.Context, tx *sql.Tx, s sender, e *entry, now ti
 			entryAudit.CorrelationID = r.ID
 		}
 		entryAudit.Detail["fhir_id"] = r.ID
-		_, err := audit.Append(ctx, tx, entryAudit)
-		return out, err
+		p.audits = append(p.audits, entryAudit)
+		return out, nil
 	}
 	if e.criteria != nil {
-		matches, err := findByIdentifier(ctx, tx, m.ResourceType, a.identifierHash(m.ResourceType, *e.criteria))
+		hash := a.identifierHash(m.ResourceType, *e.criteria)
+		matches, err := findByIdentifier(ctx, tx, m.ResourceType, hash)
 		if err != nil {
 			return out, err
 		}
+		matches = append(matches, p.byIdent[m.ResourceType+"|"+hash]...)
 		switch len(matches) {
 		case 0:
 		case 1:
@@ -230,6 +259,9 @@ func (a *API) create(ctx context.Context, tx *sql.Tx, s sender, e *entry, now ti
 			return out, decode.Errorf(http.StatusPreconditionFailed, decode.CodeDuplicate, "If-None-Exist",
 				"the criteria match several %s resources", m.ResourceType)
 		}
+	}
+	if r, ok := p.bySource[ev.Source+"|"+ev.SourceID]; ok {
+		return answerWith(r, "ingest.duplicate")
 	}
 	prior, err := findBySource(ctx, tx, ev.Source, ev.SourceID)
 	if err != nil {
@@ -257,12 +289,10 @@ func (a *API) create(ctx context.Context, tx *sql.Tx, s sender, e *entry, now ti
 			kept = append(kept, o)
 		}
 		if len(stale) > 0 {
-			if _, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "fhir",
+			p.audits = append(p.audits, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "fhir",
 				Action: "ingest.stale_reading", ObjectType: "fhir_resource", ObjectID: out.id, CorrelationID: out.id,
 				Detail: map[string]any{"resource_type": m.ResourceType, "patient_id": patientID, "codes": stale,
-					"dropped": len(stale), "kept": len(kept)}}); err != nil {
-				return out, err
-			}
+					"dropped": len(stale), "kept": len(kept)}})
 		}
 		ev.Observations = kept
 	}
@@ -279,19 +309,16 @@ func (a *API) create(ctx context.Context, tx *sql.Tx, s sender, e *entry, now ti
 			return out, err
 		}
 		out.eventID = ids.New("evt")
-		// The store's dedup table learns the key too (no window: a FHIR
-		// create is idempotent for good, fhir_resources being the record).
-		if prior, err := a.events.ClaimDedup(ctx, tx, ev.Source, ev.SourceID, out.eventID, "201", now, time.Time{}); err != nil {
-			return out, err
-		} else if prior != nil {
-			a.log.Warn("fhir dedup key already claimed by an event", "event_id", prior.EventID, "source", ev.Source)
-		}
-		if err := a.events.Insert(ctx, tx, out.eventID, &ev, e.raw, "201", now); err != nil {
-			return out, err
-		}
+		evCopy := ev
+		p.claims = append(p.claims, ingest.DedupClaim{Source: ev.Source, SourceID: ev.SourceID, EventID: out.eventID, At: now})
+		p.events = append(p.events, ingest.NewEvent{ID: out.eventID, Event: &evCopy, Raw: e.raw, At: now})
 	}
-	if err := insertResource(ctx, tx, out.id, m.ResourceType, ev.Source, ev.SourceID, a.hashOf(m), out.eventID, now); err != nil {
-		return out, err
+	row := resourceRow{ID: out.id, Type: m.ResourceType, EventID: out.eventID, CreatedAt: now}
+	key := resourceKey{source: ev.Source, sourceID: ev.SourceID, idHash: a.hashOf(m)}
+	p.resources, p.keys = append(p.resources, row), append(p.keys, key)
+	p.bySource[ev.Source+"|"+ev.SourceID] = row
+	if key.idHash != "" {
+		p.byIdent[m.ResourceType+"|"+key.idHash] = append(p.byIdent[m.ResourceType+"|"+key.idHash], row)
 	}
 	entryAudit.Action, entryAudit.ObjectType, entryAudit.ObjectID, entryAudit.CorrelationID =
 		"ingest.accepted", "event", out.eventID, out.eventID
@@ -299,8 +326,29 @@ func (a *API) create(ctx context.Context, tx *sql.Tx, s sender, e *entry, now ti
 		entryAudit.ObjectType, entryAudit.ObjectID, entryAudit.CorrelationID = "fhir_resource", out.id, out.id
 		entryAudit.Detail["routed"] = false
 	}
-	_, err = audit.Append(ctx, tx, entryAudit)
-	return out, err
+	p.audits = append(p.audits, entryAudit)
+	return out, nil
+}
+
+// flush writes what create queued, in multi-row statements.
+func (a *API) flush(ctx context.Context, tx *sql.Tx, p *pending, now time.Time) error {
+	priors, err := a.events.ClaimDedupBatch(ctx, tx, p.claims, "201", dedupForever)
+	if err != nil {
+		return err
+	}
+	for _, prior := range priors {
+		if prior != nil {
+			a.log.Warn("fhir dedup key already claimed by an event", "event_id", prior.EventID)
+		}
+	}
+	if err := a.events.InsertBatch(ctx, tx, p.events, "201"); err != nil {
+		return err
+	}
+	if err := insertResources(ctx, tx, p.resources, p.keys, now); err != nil {
+		return err
+	}
+	_, err = audit.AppendBatch(ctx, tx, p.audits)
+	return err
 }
 
 func (a *API) hashOf(m *decode.Mapped) string {
@@ -319,14 +367,15 @@ func (a *API) commit(ctx context.Context, s sender, entries []*entry) ([]outcome
 		now := a.now()
 		outs = outs[:0]
 		err = a.db.InTx(ctx, func(tx *sql.Tx) error {
+			p := newPending()
 			for _, e := range entries {
-				o, err := a.create(ctx, tx, s, e, now)
+				o, err := a.create(ctx, tx, s, e, now, p)
 				if err != nil {
 					return err
 				}
 				outs = append(outs, o)
 			}
-			return nil
+			return a.flush(ctx, tx, p, now)
 		})
 		if !db.IsUniqueViolation(err) {
 			break

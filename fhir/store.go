@@ -72,11 +72,25 @@ func findByIdentifier(ctx context.Context, q Queryer, typ, idHash string) ([]res
 	return out, rows.Err()
 }
 
-func insertResource(ctx context.Context, tx Queryer, id, typ, source, sourceID, idHash, eventID string, now time.Time) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO fhir_resources (id, resource_type, source, source_id, identifier_hash, event_id, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`, id, typ, source, sourceID, idHash, eventID, now.UnixMicro())
-	if err != nil {
-		return fmt.Errorf("insert fhir resource: %w", err)
+// insertResources adds created resources, 200 rows a statement.
+func insertResources(ctx context.Context, tx Queryer, rows []resourceRow, keys []resourceKey, now time.Time) error {
+	for start := 0; start < len(rows); start += 200 {
+		end := min(start+200, len(rows))
+		var q strings.Builder
+		q.WriteString(`INSERT INTO fhir_resources (id, resource_type, source, source_id, identifier_hash, event_id, created_at) VALUES `)
+		args := make([]any, 0, 7*(end-start))
+		for i := start; i < end; i++ {
+			if i > start {
+				q.WriteByte(',')
+			}
+			n := len(args)
+			fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7)
+			args = append(args, rows[i].ID, rows[i].Type, keys[i].source, keys[i].sourceID, keys[i].idHash, rows[i].EventID,
+				now.UnixMicro())
+		}
+		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
+			return fmt.Errorf("insert fhir resources: %w", err)
+		}
 	}
 	return nil
 }

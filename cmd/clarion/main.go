@@ -30,6 +30,7 @@ usage:
   clarion audit export|tail|checkpoint|purge|public-key
   clarion report           response times, escalations, open alerts
   clarion hl7 send FILE    send an HL7 v2 file over MLLP and print the ACK
+  clarion hl7 inspect FILE print an HL7 v2 file as JSON with the event each message maps to
 
 Run "clarion COMMAND -h" for the flags of a command.
 `
@@ -94,8 +95,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "report":
 		return runReport(ctx, args[1:], stdout, stderr)
 	case "hl7":
-		if s, rest := sub("hl7"); s == "send" {
+		switch s, rest := sub("hl7"); s {
+		case "send":
 			return runHL7Send(ctx, rest, stdout, stderr)
+		case "inspect":
+			return runHL7Inspect(ctx, rest, stdout, stderr)
 		}
 	case "-h", "--help", "help":
 		fmt.Fprint(stdout, usage)

@@ -37,7 +37,7 @@ func BuildRejectFor(raw []byte, perr *ParseError, now time.Time, controlID strin
 
 func headerOf(msh Segment) ackHeader {
 	raw := func(i int) string { return clean(msh.Field(i).Raw()) }
-	return ackHeader{
+	h := ackHeader{
 		d:       *msh.d,
 		sendApp: raw(3), sendFac: raw(4), recvApp: raw(5), recvFac: raw(6),
 		trigger:   clean(msh.Field(9).Comp(2).Raw()),
@@ -45,6 +45,17 @@ func headerOf(msh Segment) ackHeader {
 		procID:    raw(11),
 		version:   raw(12),
 	}
+	h.version = usableVersion(h.version, h.d)
+	return h
+}
+
+// usableVersion keeps the ACK parseable: a version that cleaned down to
+// nothing, or that starts with a delimiter, is replaced by the default.
+func usableVersion(v string, d Delimiters) string {
+	if v == "" || v[0] == d.Component || v[0] == d.Repetition || v[0] == d.Subcomponent {
+		return Escape(defaultVersion, d)
+	}
+	return v
 }
 
 // recoverHeader finds the first line that starts a readable MSH segment.
@@ -66,6 +77,7 @@ func recoverHeader(raw []byte) ackHeader {
 			if msh.Field(12).Comp(1).IsEmpty() { // the ACK must parse
 				h.version = Escape(defaultVersion, d)
 			}
+			h.version = usableVersion(h.version, d)
 			return h
 		}
 	}

@@ -95,7 +95,9 @@ func (d *DB) Migrate(ctx context.Context) error {
 		return err
 	}
 	dialect := goose.DialectSQLite3
-	var opts []goose.ProviderOption
+	// Migrations are numbered per feature; a database that ran a later one
+	// before an earlier one appeared still gets the earlier one.
+	opts := []goose.ProviderOption{goose.WithAllowOutofOrder(true)}
 	if d.Dialect == Postgres {
 		dialect = goose.DialectPostgres
 		locker, err := lock.NewPostgresSessionLocker()
