@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/clarion-health/clarion/internal/db"
@@ -83,6 +84,49 @@ func TestBatchEntriesStandAlone(t *testing.T) {
 		notBatch := f.do("POST", "/fhir", tok, []byte(`{"resourceType":"Bundle","type":"collection"}`))
 		if notBatch.status != http.StatusUnprocessableEntity || notBatch.expressions(t)[0] != "Bundle.type" {
 			t.Fatalf("collection: %d %s", notBatch.status, notBatch.body)
+		}
+	})
+}
+
+func TestRepeatsWithinOneTransaction(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		f := newFixture(t, d)
+		tok := f.token("rpm1", writeScopes)
+		obs := string(fixtureFile(t, "heart-rate-rpm.json"))
+		crit := "identifier=urn:oid:1.3.6.1.4.1.99999.1|rpm-hr-0001"
+		body := `{"resourceType":"Bundle","type":"transaction","entry":[
+			{"resource":` + obs + `,"request":{"method":"POST","url":"Observation"}},
+			{"resource":` + obs + `,"request":{"method":"POST","url":"Observation"}},
+			{"resource":` + obs + `,"request":{"method":"POST","url":"Observation","ifNoneExist":"` + crit + `"}}]}`
+		r := f.do("POST", "/fhir", tok, []byte(body))
+		if got := entryStatuses(t, r); !slices.Equal(got, []string{"201 Created", "200 OK", "200 OK"}) {
+			t.Fatalf("statuses %v: %s", got, r.body)
+		}
+		if n := len(f.events()); n != 1 {
+			t.Fatalf("%d events", n)
+		}
+	})
+}
+
+func TestConcurrentRetriesCreateOnce(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		f := newFixture(t, d)
+		tok := f.token("rpm1", writeScopes)
+		body := fixtureFile(t, "heart-rate-rpm.json")
+		const n = 6
+		statuses := make(chan int, n)
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			wg.Go(func() { statuses <- f.do("POST", "/fhir/Observation", tok, body).status })
+		}
+		wg.Wait()
+		close(statuses)
+		counts := map[int]int{}
+		for s := range statuses {
+			counts[s]++
+		}
+		if counts[201] != 1 || counts[200] != n-1 || len(f.events()) != 1 {
+			t.Fatalf("statuses %v, %d events", counts, len(f.events()))
 		}
 	})
 }
