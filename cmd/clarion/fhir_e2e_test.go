@@ -18,7 +18,7 @@ func (h *harness) fhirToken(subject, scopes string) string {
 	h.t.Helper()
 	var out, errb bytes.Buffer
 	args := append([]string{"--role", "integration", "--kind", "integration", "--subject", subject, "--scopes", scopes}, h.storeArgs()...)
-	if err := runFHIRTokenCreate(context.Background(), args, &out, &errb); err != nil {
+	if err := runTokenCreate(context.Background(), args, &out, &errb); err != nil {
 		h.t.Fatalf("token create --scopes: %v: %s", err, errb.String())
 	}
 	return strings.TrimSpace(out.String())

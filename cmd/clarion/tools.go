@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/clarion-health/clarion/audit"
 	"github.com/clarion-health/clarion/ingest/hl7"
-	"github.com/clarion-health/clarion/internal/auth"
 	"github.com/clarion-health/clarion/internal/db"
 )
 
@@ -32,41 +30,6 @@ func runMigrate(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		return err
 	}
 	fmt.Fprintf(stdout, "migrations applied (%s)\n", d.Dialect)
-	return nil
-}
-
-func runTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("token create", stderr)
-	var s storeFlags
-	s.register(fs)
-	role := fs.String("role", "", "one of: "+strings.Join(auth.Roles, ", "))
-	subject := fs.String("subject", "", "who the token is for: a user id, or an integration's name")
-	kind := fs.String("kind", auth.KindUser, "user or integration")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if *role == "" || *subject == "" {
-		return errors.New("token create: --role and --subject are required")
-	}
-	d, err := s.open(ctx)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	var token string
-	err = d.InTx(ctx, func(tx *sql.Tx) error {
-		var err error
-		if token, err = auth.Issue(ctx, tx, *kind, *subject, *role, time.Now()); err != nil {
-			return err
-		}
-		_, err = audit.Append(ctx, tx, audit.Entry{ActorType: audit.ActorSystem, ActorID: "cli", Action: "token.issued",
-			ObjectType: "token", ObjectID: *subject, CorrelationID: *subject, Detail: map[string]any{"role": *role, "kind": *kind}})
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, token)
 	return nil
 }
 

@@ -8,7 +8,6 @@
 package decode
 
 import (
-	"errors"
 	"fmt"
 	"reflect"
 	"regexp"
@@ -67,9 +66,6 @@ func Errorf(status int, code, expression, format string, args ...any) *Error {
 	return &Error{Status: status, Issues: []Issue{{Severity: "error", Code: code, Expression: expression,
 		Diagnostics: fmt.Sprintf(format, args...)}}}
 }
-
-// ErrUnprocessable marks valid FHIR that Clarion cannot route (HTTP 422).
-var ErrUnprocessable = errors.New("unprocessable resource")
 
 // Decoder decodes and validates R4 JSON. It is safe for concurrent use.
 type Decoder struct {

@@ -13,15 +13,10 @@ import (
 	"github.com/clarion-health/clarion/internal/auth"
 )
 
-// runFHIRTokenCreate is `clarion token create` with --scopes: the same
-// flags as runTokenCreate, plus SMART-style scopes for the FHIR interface
+// runTokenCreate is `clarion token create`: a token for a role, and for the
+// FHIR interface its SMART-style scopes
 // (e.g. --scopes "system/Observation.write system/Encounter.write").
-// Without --scopes it issues a token with no FHIR scopes, as before.
-//
-// Dispatch (cmd/clarion/main.go, case "token"):
-//
-//	return runFHIRTokenCreate(ctx, rest, stdout, stderr)
-func runFHIRTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("token create", stderr)
 	var s storeFlags
 	s.register(fs)
