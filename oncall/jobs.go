@@ -5,7 +5,10 @@ import (
 	"database/sql"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
+
+	"github.com/robfig/cron/v3"
 )
 
 // TxRunner runs fn in a transaction (a *db.DB).
@@ -31,11 +34,10 @@ func NextDaily(now time.Time, loc *time.Location, at string) (time.Time, error) 
 	}
 }
 
-// Notifier runs the roster's periodic work: the daily coverage check of
-// each unit at a wall-clock time in the unit's zone, and the "you are on
-// call" notices as shifts start. It is a plain time-of-day scheduler;
-// github.com/robfig/cron/v3 (with CRON_TZ per unit) can replace Run's loop
-// without touching CheckUnit or NotifyShiftStarts.
+// Notifier runs the roster's periodic work on robfig/cron: the daily
+// coverage check of each unit at a wall-clock time in the unit's own zone
+// (one CRON_TZ entry per unit), and the "you are on call" notices as shifts
+// start.
 type Notifier struct {
 	db      TxRunner
 	now     func() time.Time
@@ -88,47 +90,67 @@ func (n *Notifier) ShiftStarts(ctx context.Context, from, to time.Time) ([]Notic
 // sends on-call notices every `every`, until ctx ends. Several nodes may run
 // it: notices are stored once (dedup key), so a repeat is harmless.
 func (n *Notifier) Run(ctx context.Context, every time.Duration) {
-	tick := time.NewTicker(every)
-	defer tick.Stop()
+	at, err := parseClock(n.dailyAt)
+	if err != nil {
+		n.log.Error("coverage schedule", "error", err)
+		return
+	}
+	// The scheduler's own zone is explicit (UTC); each unit's entry names
+	// the unit's zone, so "06:00" means 06:00 on that unit's wall clock.
+	c := cron.New(cron.WithLocation(time.UTC), cron.WithChain(cron.SkipIfStillRunning(cron.DiscardLogger)))
+	entries := map[string]cron.EntryID{} // "unit@zone" → its daily check
+	syncUnits := func() {
+		zones, err := unitZones(ctx, n.db, "")
+		if err != nil {
+			if ctx.Err() == nil {
+				n.log.Error("coverage schedule", "error", err)
+			}
+			return
+		}
+		want := map[string]bool{}
+		for unit, loc := range zones {
+			key := unit + "@" + loc.String()
+			want[key] = true
+			if _, ok := entries[key]; ok {
+				continue
+			}
+			spec := fmt.Sprintf("CRON_TZ=%s %d %d * * *", loc, at.m, at.h)
+			id, err := c.AddFunc(spec, func() {
+				if _, _, err := n.CheckUnit(ctx, unit); err != nil && ctx.Err() == nil {
+					n.log.Error("coverage check", "unit", unit, "error", err)
+				}
+			})
+			if err != nil {
+				n.log.Error("coverage schedule", "unit", unit, "error", err)
+				continue
+			}
+			entries[key] = id
+		}
+		for key, id := range entries {
+			if !want[key] {
+				c.Remove(id)
+				delete(entries, key)
+			}
+		}
+	}
+	var mu sync.Mutex // SkipIfStillRunning already serialises; the mutex documents it
 	last := n.now()
-	next := map[string]time.Time{} // unit → next coverage check
-	for {
+	tick := func() {
+		mu.Lock()
+		defer mu.Unlock()
 		now := n.now()
 		if _, err := n.ShiftStarts(ctx, last.Add(-every), now); err != nil && ctx.Err() == nil {
 			n.log.Error("on-call notices", "error", err)
 		}
 		last = now
-		if err := n.dueChecks(ctx, now, next); err != nil && ctx.Err() == nil {
-			n.log.Error("coverage check", "error", err)
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
+		syncUnits() // units added or re-zoned since get their entry
 	}
-}
-
-// dueChecks runs every unit's coverage check whose time has come and
-// schedules its next one.
-func (n *Notifier) dueChecks(ctx context.Context, now time.Time, next map[string]time.Time) error {
-	zones, err := unitZones(ctx, n.db, "")
-	if err != nil {
-		return err
+	syncUnits()
+	if _, err := c.AddFunc("@every "+every.String(), tick); err != nil {
+		n.log.Error("on-call notices schedule", "error", err)
+		return
 	}
-	for unit, loc := range zones {
-		due, seen := next[unit]
-		if seen && now.Before(due) {
-			continue
-		}
-		if seen { // not at start: the first check waits for its time of day
-			if _, _, err := n.CheckUnit(ctx, unit); err != nil {
-				return fmt.Errorf("unit %s: %w", unit, err)
-			}
-		}
-		if next[unit], err = NextDaily(now, loc, n.dailyAt); err != nil {
-			return err
-		}
-	}
-	return nil
+	c.Start()
+	<-ctx.Done()
+	<-c.Stop().Done()
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -108,6 +109,7 @@ const principalKey = "clarion.principal"
 // answers 401 otherwise. A refused request is audited (route and source
 // address, never the token presented).
 func Middleware(d *db.DB) gin.HandlerFunc {
+	used := newUseLog(15 * time.Minute)
 	return func(c *gin.Context) {
 		token, ok := strings.CutPrefix(c.GetHeader("Authorization"), "Bearer ")
 		if !ok || token == "" {
@@ -128,8 +130,47 @@ func Middleware(d *db.DB) gin.HandlerFunc {
 			return
 		}
 		c.Set(principalKey, p)
+		if used.due(p, time.Now()) {
+			auditUse(c, d, p)
+		}
 		c.Next()
 	}
+}
+
+// useLog throttles "token used" audit records to one per principal per
+// window: enough to show who used the API when, without one audit write
+// per request.
+type useLog struct {
+	mu     sync.Mutex
+	window time.Duration
+	last   map[Principal]time.Time
+}
+
+func newUseLog(window time.Duration) *useLog {
+	return &useLog{window: window, last: map[Principal]time.Time{}}
+}
+
+func (u *useLog) due(p Principal, now time.Time) bool {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if t, ok := u.last[p]; ok && now.Sub(t) < u.window {
+		return false
+	}
+	if len(u.last) > 100_000 { // bounded: forget everyone rather than grow forever
+		clear(u.last)
+	}
+	u.last[p] = now
+	return true
+}
+
+func auditUse(c *gin.Context, d *db.DB, p Principal) {
+	ctx := c.Request.Context()
+	_ = d.InTx(ctx, func(tx *sql.Tx) error {
+		_, err := audit.Append(ctx, tx, audit.Entry{ActorType: p.Kind, ActorID: p.Subject, ActorRole: p.Role,
+			Action: "auth.token_used", ObjectType: "route", ObjectID: c.Request.Method + " " + c.FullPath(),
+			SourceAddr: c.RemoteIP(), CorrelationID: p.Subject})
+		return err
+	})
 }
 
 func auditFailure(c *gin.Context, d *db.DB, reason string) {
