@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/clarion-health/clarion/audit"
+	"github.com/clarion-health/clarion/internal/atrest"
 	"github.com/clarion-health/clarion/internal/db"
 	"github.com/clarion-health/clarion/internal/ids"
 	"github.com/clarion-health/clarion/oncall"
@@ -28,17 +29,60 @@ type Waker interface {
 // audit records; timers live in the same database as the answers, so an
 // accept and the cancellation of its timer commit together.
 type Engine struct {
-	db     *db.DB
-	sealer routing.Sealer // opens alert bodies sealed at rest
-	waker  Waker
-	log    *slog.Logger
-	now    func() time.Time
+	db       *db.DB
+	sealer   routing.Sealer // opens alert bodies sealed at rest
+	waker    Waker
+	log      *slog.Logger
+	now      func() time.Time
+	digester Digester         // keyed digests of what is sent; nil stores none
+	escrow   *EscrowPublicKey // seals a copy of each body for legal hold; nil keeps none
+	expiry   Expiry
+	lateness func(time.Duration) // observes each fired timer's lateness
+}
+
+// Digester makes and checks keyed digests of message plaintexts
+// (*atrest.Keyring is one).
+type Digester interface {
+	Digest(data []byte) (keyID, digest string, err error)
+	VerifyDigest(keyID, digest string, data []byte) (bool, error)
+}
+
+var _ Digester = (*atrest.Keyring)(nil)
+
+// Option configures an Engine.
+type Option func(*Engine)
+
+// WithEscrow seals a copy of every message body to the offline escrow key.
+func WithEscrow(k *EscrowPublicKey) Option { return func(e *Engine) { e.escrow = k } }
+
+// WithExpiry sets how long messages live, by priority (DefaultExpiry
+// otherwise).
+func WithExpiry(x Expiry) Option { return func(e *Engine) { e.expiry = x } }
+
+// WithDigester sets the keyed digest of message plaintexts; by default the
+// sealer makes them when it can (an *atrest.Keyring does).
+func WithDigester(d Digester) Option { return func(e *Engine) { e.digester = d } }
+
+// WithTimerLateness calls observe, after each commit, with how late each
+// fired escalation timer was: from its due time to the commit that fired it.
+func WithTimerLateness(observe func(time.Duration)) Option {
+	return func(e *Engine) { e.lateness = observe }
 }
 
 // NewEngine wires an engine.
-func NewEngine(d *db.DB, sealer routing.Sealer, waker Waker, log *slog.Logger, now func() time.Time) *Engine {
-	return &Engine{db: d, sealer: sealer, waker: waker, log: log, now: now}
+func NewEngine(d *db.DB, sealer routing.Sealer, waker Waker, log *slog.Logger, now func() time.Time, opts ...Option) *Engine {
+	e := &Engine{db: d, sealer: sealer, waker: waker, log: log, now: now, expiry: DefaultExpiry()}
+	if dg, ok := sealer.(Digester); ok {
+		e.digester = dg
+	}
+	for _, o := range opts {
+		o(e)
+	}
+	return e
 }
+
+// Escrow returns the escrow key messages are copied to, or nil.
+func (e *Engine) Escrow() *EscrowPublicKey { return e.escrow }
 
 // Plain is a message body before sealing: what a device shows once
 // decrypted. It repeats the message and device ids so a device can check
@@ -58,6 +102,9 @@ type Plain struct {
 // Start pages the first reachable step of a newly opened alert, inside tx.
 // It returns the devices to wake once tx commits.
 func (e *Engine) Start(ctx context.Context, tx *sql.Tx, a *routing.Alert, now time.Time) ([]string, error) {
+	if err := fixAcceptsRequired(ctx, tx, a); err != nil {
+		return nil, err
+	}
 	return e.page(ctx, tx, a, 0, now, "opened")
 }
 
@@ -82,11 +129,27 @@ func (e *Engine) page(ctx context.Context, tx *sql.Tx, a *routing.Alert, from in
 			Action: action, ObjectType: "alert", ObjectID: a.ID, CorrelationID: a.EventID, Detail: detail})
 		return err
 	}
+	// With several accepts required, whoever accepted already is not paged
+	// again as the escalation goes on.
+	accepted, err := acceptedUsers(ctx, tx, a.ID)
+	if err != nil {
+		return nil, err
+	}
 	for rung := from; rung <= last; rung++ {
 		step := policy.Steps[policy.StepAt(rung)]
 		users, err := oncall.ResolveStep(ctx, tx, step, a.Unit, now)
 		if err != nil {
 			return nil, err
+		}
+		resolved := len(users)
+		users = slices.DeleteFunc(users, func(u string) bool { return slices.Contains(accepted, u) })
+		if resolved > 0 && len(users) == 0 {
+			// Everyone this rung names accepted already.
+			if err := sys("escalation.step_already_accepted", map[string]any{"alert_id": a.ID, "step": rung,
+				"policy_step": policy.StepAt(rung)}); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		targets, err := devicesOf(ctx, tx, users)
 		if err != nil {
@@ -126,6 +189,13 @@ func (e *Engine) page(ctx context.Context, tx *sql.Tx, a *routing.Alert, from in
 		a.Step = rung
 		return wake, nil
 	}
+	if len(accepted) > 0 {
+		// Short of the accepts it needs, with nobody left to page: it stays
+		// open for whoever was paged and has not answered yet.
+		e.log.Warn("alert short of accepts, nobody left to page", "alert_id", a.ID, "policy_id", a.PolicyID,
+			"accepts", len(accepted))
+		return nil, sys("alert.accepts_short", map[string]any{"alert_id": a.ID, "policy_id": a.PolicyID, "accepts": len(accepted)})
+	}
 	e.log.Error("alert reaches no device, failsafe included", "alert_id", a.ID, "policy_id", a.PolicyID)
 	return nil, sys("alert.unreachable", map[string]any{"alert_id": a.ID, "policy_id": a.PolicyID})
 }
@@ -144,7 +214,9 @@ func devicesOf(ctx context.Context, tx *sql.Tx, users []string) ([]Device, error
 }
 
 // send seals the alert for one device and stores it under the device's
-// next sequence number; only the sealed form is stored.
+// next sequence number, with its expiry; only sealed forms are stored: the
+// device's, and the escrow copy when an escrow key is configured, beside a
+// keyed digest of the plaintext.
 func (e *Engine) send(ctx context.Context, tx *sql.Tx, a *routing.Alert, d Device, step int, now time.Time) error {
 	var seq int64
 	if err := tx.QueryRowContext(ctx, `UPDATE devices SET next_seq = next_seq + 1 WHERE id = $1 RETURNING next_seq`,
@@ -161,8 +233,28 @@ func (e *Engine) send(ctx context.Context, tx *sql.Tx, a *routing.Alert, d Devic
 	if err != nil {
 		return fmt.Errorf("seal message for %s: %w", d.ID, err)
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO messages (id, device_id, seq, alert_id, user_id, step, priority, lock_text, sealed, created_at)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`, id, d.ID, seq, a.ID, d.UserID, step, a.Priority, a.LockText, sealed, now.UnixMicro())
+	var digest, digestKey, escrowKey sql.NullString
+	var escrowed any // NULL unless an escrow key is configured
+	if e.digester != nil {
+		k, dg, err := e.digester.Digest(plain)
+		if err != nil {
+			return fmt.Errorf("digest message: %w", err)
+		}
+		digestKey, digest = sql.NullString{String: k, Valid: true}, sql.NullString{String: dg, Valid: true}
+	}
+	if e.escrow != nil {
+		sealedCopy, err := e.escrow.Seal(id, plain)
+		if err != nil {
+			return fmt.Errorf("escrow message: %w", err)
+		}
+		escrowed = sealedCopy
+		escrowKey = sql.NullString{String: e.escrow.KeyID, Valid: true}
+	}
+	expires := now.Add(e.expiry.For(a.Priority))
+	_, err = tx.ExecContext(ctx, `INSERT INTO messages (id, device_id, seq, alert_id, user_id, step, priority, lock_text, sealed, created_at,
+		expires_at, body_digest, digest_key_id, escrow_sealed, escrow_key_id)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`, id, d.ID, seq, a.ID, d.UserID, step, a.Priority,
+		a.LockText, sealed, now.UnixMicro(), expires.UnixMicro(), digest, digestKey, escrowed, escrowKey)
 	if err != nil {
 		return fmt.Errorf("store message: %w", err)
 	}
@@ -172,26 +264,35 @@ func (e *Engine) send(ctx context.Context, tx *sql.Tx, a *routing.Alert, d Devic
 	return err
 }
 
-// FireDue fires every escalation timer due at now: each is claimed once
-// (SKIP LOCKED across nodes), marked fired, and escalates its alert if the
-// alert is still open at that step. It returns how many timers it fired.
+// timerBatch is how many due timers one FireDue transaction claims: every
+// timer of a batch commits when the last is done, so a smaller batch is
+// less late under a backlog, but costs more commits (25 measured worse on
+// PostgreSQL than 100: docs/messaging.md, benchmark method).
+const timerBatch = 100
+
+// FireDue fires the escalation timers due at now, up to timerBatch of them:
+// each is claimed once (SKIP LOCKED across nodes), marked fired, and
+// escalates its alert if the alert is still open at that step. It returns
+// how many timers it fired; a full batch means more may be due.
 func (e *Engine) FireDue(ctx context.Context, now time.Time) (int, error) {
 	var wake []string
-	fired := 0
+	var dues []int64
 	err := e.db.InTx(ctx, func(tx *sql.Tx) error {
-		rows, err := tx.QueryContext(ctx, `SELECT id, alert_id, step FROM escalation_timers
-			WHERE state = 'pending' AND due_at <= $1 ORDER BY due_at LIMIT 100`+e.db.SkipLocked(), now.UnixMicro())
+		wake, dues = nil, nil
+		rows, err := tx.QueryContext(ctx, `SELECT id, alert_id, step, due_at FROM escalation_timers
+			WHERE state = 'pending' AND due_at <= $1 ORDER BY due_at LIMIT $2`+e.db.SkipLocked(), now.UnixMicro(), timerBatch)
 		if err != nil {
 			return fmt.Errorf("claim timers: %w", err)
 		}
 		type timer struct {
 			id, alertID string
 			step        int
+			due         int64
 		}
 		var due []timer
 		for rows.Next() {
 			var t timer
-			if err := rows.Scan(&t.id, &t.alertID, &t.step); err != nil {
+			if err := rows.Scan(&t.id, &t.alertID, &t.step, &t.due); err != nil {
 				rows.Close()
 				return fmt.Errorf("claim timers: %w", err)
 			}
@@ -206,7 +307,7 @@ func (e *Engine) FireDue(ctx context.Context, now time.Time) (int, error) {
 				now.UnixMicro(), t.id); err != nil {
 				return fmt.Errorf("fire timer: %w", err)
 			}
-			fired++
+			dues = append(dues, t.due)
 			a, err := routing.GetAlert(ctx, tx, e.sealer, t.alertID, e.db.ForUpdate())
 			if err != nil {
 				return err
@@ -225,24 +326,69 @@ func (e *Engine) FireDue(ctx context.Context, now time.Time) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+	if e.lateness != nil {
+		done := e.now()
+		for _, d := range dues {
+			e.lateness(done.Sub(time.UnixMicro(d)))
+		}
+	}
 	e.waker.WakeDevices(wake)
-	return fired, nil
+	return len(dues), nil
 }
 
-// RunTimers fires due timers until ctx ends, checking several times a
-// second so that an escalation is late by well under a second.
-func (e *Engine) RunTimers(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
+// NextTimer returns when the earliest pending escalation timer is due, and
+// false when none is pending.
+func (e *Engine) NextTimer(ctx context.Context) (time.Time, bool, error) {
+	var due sql.NullInt64
+	if err := e.db.QueryRowContext(ctx, `SELECT MIN(due_at) FROM escalation_timers WHERE state = 'pending'`).Scan(&due); err != nil {
+		return time.Time{}, false, fmt.Errorf("next timer: %w", err)
+	}
+	if !due.Valid {
+		return time.Time{}, false, nil
+	}
+	return time.UnixMicro(due.Int64), true, nil
+}
+
+// timerWait is how long RunTimers sleeps: until the next due timer, but no
+// longer than poll (timers made on other nodes are seen at the next poll),
+// and not at all when the last batch was full.
+func timerWait(now, next time.Time, pending, fullBatch bool, poll time.Duration) time.Duration {
+	switch {
+	case fullBatch:
+		return 0
+	case !pending:
+		return poll
+	}
+	return min(max(next.Sub(now), 0), poll)
+}
+
+// RunTimers fires due timers until ctx ends. It wakes at the exact due time
+// of the earliest pending timer, and at least every poll to see timers
+// scheduled by other nodes, so a timer is late by the time its transaction
+// takes, not by a polling interval.
+func (e *Engine) RunTimers(ctx context.Context, poll time.Duration) {
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if _, err := e.FireDue(ctx, e.now()); err != nil && ctx.Err() == nil {
+		}
+		n, err := e.FireDue(ctx, e.now())
+		var next time.Time
+		pending := false
+		if err == nil {
+			next, pending, err = e.NextTimer(ctx)
+		}
+		if err != nil {
+			if ctx.Err() == nil {
 				e.log.Error("escalation timers", "error", err)
 			}
+			t.Reset(poll) // back off rather than spin on a failing query
+			continue
 		}
+		t.Reset(timerWait(e.now(), next, pending, n == timerBatch, poll))
 	}
 }
 
@@ -255,17 +401,34 @@ const (
 // ErrNotYours is returned when a device answers a message sent to another.
 var ErrNotYours = errors.New("message was not sent to this device")
 
-// Respond records a device's answer to a message. An accept of an open alert
-// accepts it and cancels its pending timers in the same transaction; once
-// every user paged at the current step has declined, the alert escalates at
-// once. It returns the alert's state afterwards.
+// Respond records a device's answer to a message. An accept counts towards
+// the alert's accepts_required (distinct users; 1 unless its policy says
+// otherwise): the accept that reaches it accepts the alert and cancels its
+// pending timers in the same transaction; an accept short of it is recorded
+// and the escalation goes on. Once every user paged at the current step has
+// answered (declined, or accepted without completing the count), the alert
+// escalates at once. It returns the alert's state afterwards.
 func (e *Engine) Respond(ctx context.Context, deviceID, messageID, response string) (string, error) {
+	res, err := e.RespondCount(ctx, deviceID, messageID, response)
+	return res.AlertState, err
+}
+
+// Answer is the outcome of a response.
+type Answer struct {
+	AlertState      string `json:"alert_state"`
+	Accepts         int    `json:"accepts"`          // distinct users who accepted so far
+	AcceptsRequired int    `json:"accepts_required"` // accepts that close the alert
+}
+
+// RespondCount is Respond, also telling how many accepts the alert has and
+// needs.
+func (e *Engine) RespondCount(ctx context.Context, deviceID, messageID, response string) (Answer, error) {
 	if response != ResponseAccept && response != ResponseDecline {
-		return "", &InvalidError{"response", "must be accept or decline"}
+		return Answer{}, &InvalidError{"response", "must be accept or decline"}
 	}
 	now := e.now()
 	var wake []string
-	var state string
+	var ans Answer
 	err := e.db.InTx(ctx, func(tx *sql.Tx) error {
 		var alertID, userID string
 		var step int
@@ -294,17 +457,27 @@ func (e *Engine) Respond(ctx context.Context, deviceID, messageID, response stri
 				return fmt.Errorf("respond: %w", err)
 			}
 		}
-		entry := audit.Entry{At: now, ActorType: audit.ActorDevice, ActorID: deviceID, ActorRole: "device",
-			Action: "alert.declined", ObjectType: "alert", ObjectID: a.ID, CorrelationID: a.EventID,
-			Detail: map[string]any{"message_id": messageID, "user_id": userID, "step": step, "alert_state": a.State}}
-		if response == ResponseAccept {
-			entry.Action = "alert.accepted"
+		if ans.AcceptsRequired, err = acceptsRequired(ctx, tx, a.ID); err != nil {
+			return err
 		}
-		state = a.State
+		accepted, err := acceptedUsers(ctx, tx, a.ID)
+		if err != nil {
+			return err
+		}
+		ans.Accepts = len(accepted)
+		entry := audit.Entry{At: now, ActorType: audit.ActorDevice, ActorID: deviceID, ActorRole: "device",
+			Action: "alert.declined", ObjectType: "alert", ObjectID: a.ID, CorrelationID: a.EventID, DeviceID: deviceID,
+			Detail: map[string]any{"message_id": messageID, "user_id": userID, "step": step, "alert_state": a.State,
+				"accepts": ans.Accepts, "accepts_required": ans.AcceptsRequired}}
+		ans.AlertState = a.State
 		switch {
 		case a.State != routing.StateOpen:
 			entry.Outcome = "no_effect"
-		case response == ResponseAccept:
+			if response == ResponseAccept {
+				entry.Action = "alert.accepted"
+			}
+		case response == ResponseAccept && ans.Accepts >= ans.AcceptsRequired:
+			entry.Action = "alert.accepted"
 			if err := routing.SetAlertState(ctx, tx, a.ID, routing.StateAccepted, a.Step, userID, now); err != nil {
 				return err
 			}
@@ -312,19 +485,26 @@ func (e *Engine) Respond(ctx context.Context, deviceID, messageID, response stri
 				a.ID); err != nil {
 				return fmt.Errorf("cancel timers: %w", err)
 			}
-			state = routing.StateAccepted
+			ans.AlertState = routing.StateAccepted
+		case response == ResponseAccept:
+			// One of several accepts required: counted, the alert stays open.
+			entry.Action = "alert.accept_recorded"
 		}
+		entry.Detail["alert_state"] = ans.AlertState
 		if _, err := audit.Append(ctx, tx, entry); err != nil {
 			return err
 		}
-		if a.State != routing.StateOpen || response != ResponseDecline || step != a.Step {
+		if ans.AlertState != routing.StateOpen || (response == ResponseDecline && step != a.Step) {
 			return nil
 		}
+		// Is anyone paged at the current step still to answer? A user who
+		// declined at this step, or accepted at any, has answered.
 		var waiting int
 		if err := tx.QueryRowContext(ctx, `SELECT COUNT(DISTINCT user_id) FROM messages WHERE alert_id = $1 AND step = $2
-			AND user_id NOT IN (SELECT user_id FROM messages WHERE alert_id = $1 AND step = $2 AND response = 'decline')`,
+			AND user_id NOT IN (SELECT user_id FROM messages WHERE alert_id = $1
+				AND ((step = $2 AND response = 'decline') OR response = 'accept'))`,
 			a.ID, a.Step).Scan(&waiting); err != nil {
-			return fmt.Errorf("count declines: %w", err)
+			return fmt.Errorf("count answers: %w", err)
 		}
 		if waiting > 0 {
 			return nil
@@ -333,14 +513,70 @@ func (e *Engine) Respond(ctx context.Context, deviceID, messageID, response stri
 			a.ID); err != nil {
 			return fmt.Errorf("cancel timers: %w", err)
 		}
-		wake, err = e.page(ctx, tx, a, a.Step+1, now, "declined")
+		reason := "declined"
+		if response == ResponseAccept {
+			reason = "more_accepts_required"
+		}
+		wake, err = e.page(ctx, tx, a, a.Step+1, now, reason)
 		return err
 	})
 	if err != nil {
-		return "", err
+		return Answer{}, err
 	}
 	e.waker.WakeDevices(wake)
-	return state, nil
+	return ans, nil
+}
+
+// acceptsRequired returns how many distinct users must accept the alert:
+// the value fixed when its escalation started, 1 for alerts started before
+// multi-accept existed.
+func acceptsRequired(ctx context.Context, q Queryer, alertID string) (int, error) {
+	var n int
+	err := q.QueryRowContext(ctx, `SELECT required FROM alert_acceptance WHERE alert_id = $1`, alertID).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 1, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("accepts required: %w", err)
+	}
+	return max(n, 1), nil
+}
+
+// fixAcceptsRequired records, as the alert's escalation starts, how many
+// accepts its policy (the one by_priority picks) requires.
+func fixAcceptsRequired(ctx context.Context, tx *sql.Tx, a *routing.Alert) error {
+	policy, err := oncall.PolicyFor(ctx, tx, a.PolicyID, a.Priority)
+	if err != nil {
+		return err
+	}
+	n, err := PolicyAcceptsRequired(ctx, tx, policy.ID)
+	if err != nil || n <= 1 {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO alert_acceptance (alert_id, required) VALUES ($1, $2)
+		ON CONFLICT (alert_id) DO NOTHING`, a.ID, n); err != nil {
+		return fmt.Errorf("accepts required: %w", err)
+	}
+	return nil
+}
+
+// acceptedUsers returns the distinct users who accepted the alert.
+func acceptedUsers(ctx context.Context, q Queryer, alertID string) ([]string, error) {
+	rows, err := q.QueryContext(ctx, `SELECT DISTINCT user_id FROM messages WHERE alert_id = $1 AND response = 'accept'
+		ORDER BY user_id`, alertID)
+	if err != nil {
+		return nil, fmt.Errorf("accepted users: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var u string
+		if err := rows.Scan(&u); err != nil {
+			return nil, fmt.Errorf("accepted users: %w", err)
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
 }
 
 // lockPendingTimers locks an alert's pending timers in id order.
@@ -360,8 +596,11 @@ func lockPendingTimers(ctx context.Context, tx *sql.Tx, alertID, forUpdate strin
 func (e *Engine) Delivered(ctx context.Context, deviceID string, seq int64) error {
 	now := e.now()
 	return e.db.InTx(ctx, func(tx *sql.Tx) error {
+		// A message that expired undelivered was never sent (the gateway
+		// skips it): an acknowledgement past its sequence does not deliver it.
 		rows, err := tx.QueryContext(ctx, `SELECT m.id, m.alert_id, a.event_id FROM messages m JOIN alerts a ON a.id = m.alert_id
-			WHERE m.device_id = $1 AND m.seq <= $2 AND m.delivered_at IS NULL ORDER BY m.seq`, deviceID, seq)
+			WHERE m.device_id = $1 AND m.seq <= $2 AND m.delivered_at IS NULL
+			AND (m.expires_at IS NULL OR m.expires_at > $3) ORDER BY m.seq`, deviceID, seq, now.UnixMicro())
 		if err != nil {
 			return fmt.Errorf("delivered: %w", err)
 		}
@@ -436,6 +675,35 @@ type Envelope struct {
 	LockText  string    `json:"lock_text"`
 	Sealed    []byte    `json:"sealed"` // base64 in JSON: HPKE enc || ciphertext
 	SentAt    time.Time `json:"sent_at"`
+	expiresAt time.Time // when the gateway stops sending it and devices delete it
+}
+
+// PendingMessages returns what the gateway may still send a device: its
+// messages with seq > after that have not expired by now, in order. An
+// expired message is never sent.
+func PendingMessages(ctx context.Context, q Queryer, deviceID string, after int64, now time.Time, limit int) ([]Envelope, error) {
+	rows, err := q.QueryContext(ctx, `SELECT seq, id, alert_id, priority, lock_text, sealed, created_at, expires_at FROM messages
+		WHERE device_id = $1 AND seq > $2 AND (expires_at IS NULL OR expires_at > $3) AND purged_at IS NULL
+		ORDER BY seq LIMIT $4`, deviceID, after, now.UnixMicro(), limit)
+	if err != nil {
+		return nil, fmt.Errorf("pending messages: %w", err)
+	}
+	defer rows.Close()
+	var out []Envelope
+	for rows.Next() {
+		ev := Envelope{Type: "message"}
+		var created int64
+		var expires sql.NullInt64
+		if err := rows.Scan(&ev.Seq, &ev.MessageID, &ev.AlertID, &ev.Priority, &ev.LockText, &ev.Sealed, &created, &expires); err != nil {
+			return nil, fmt.Errorf("pending messages: %w", err)
+		}
+		ev.SentAt = time.UnixMicro(created).UTC()
+		if expires.Valid {
+			ev.expiresAt = time.UnixMicro(expires.Int64)
+		}
+		out = append(out, ev)
+	}
+	return out, rows.Err()
 }
 
 // MessagesAfter returns a device's messages with seq > after, in order.

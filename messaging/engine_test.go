@@ -68,13 +68,24 @@ type fixture struct {
 	router *routing.Router
 	engine *messaging.Engine
 	waker  *fakeWaker
+	bus    *memBus // what gateways built on the fixture subscribe to
 	now    time.Time
 	devs   map[string]device // by user: rn, charge, sup
 }
 
 type seedOpts struct {
-	noRNShift bool // nobody holds RN on 4W
+	noRNShift  bool // nobody holds RN on 4W
+	engineOpts []messaging.Option
 }
+
+// teeWaker wakes through both the recording fake and the in-process bus
+// (which gateways subscribe to).
+type teeWaker struct {
+	a *fakeWaker
+	b *memBus
+}
+
+func (w teeWaker) WakeDevices(ids []string) { w.a.WakeDevices(ids); w.b.WakeDevices(ids) }
 
 // newFixture seeds unit 4W, users rn/charge/sup with one device each, RN and
 // CHARGE_RN shifts, the policy RN → CHARGE_RN → sup and a critical-potassium
@@ -90,9 +101,9 @@ func newFixture(t *testing.T, d *db.DB, opts seedOpts) *fixture {
 		t.Fatal(err)
 	}
 	f := &fixture{t: t, ctx: context.Background(), d: d, keys: keys, router: routing.NewRouter(keys),
-		waker: &fakeWaker{}, now: t0, devs: map[string]device{}}
+		waker: &fakeWaker{}, bus: &memBus{}, now: t0, devs: map[string]device{}}
 	log := slog.New(slog.NewTextHandler(t.Output(), nil))
-	f.engine = messaging.NewEngine(d, keys, f.waker, log, func() time.Time { return f.now })
+	f.engine = messaging.NewEngine(d, keys, teeWaker{f.waker, f.bus}, log, func() time.Time { return f.now }, opts.engineOpts...)
 
 	by := oncall.Actor{Type: audit.ActorSystem, ID: "test", Role: "admin"}
 	err = d.InTx(f.ctx, func(tx *sql.Tx) error {
@@ -154,6 +165,15 @@ func newFixture(t *testing.T, d *db.DB, opts seedOpts) *fixture {
 // then wakes the devices Start returned, as the pipeline does.
 func (f *fixture) openAlert(mrn string) *routing.Alert {
 	f.t.Helper()
+	a, err := f.openAlertErr(mrn)
+	if err != nil {
+		f.t.Fatalf("open alert: %v", err)
+	}
+	return a
+}
+
+// openAlertErr is openAlert for goroutines other than the test's.
+func (f *fixture) openAlertErr(mrn string) (*routing.Alert, error) {
 	patient := ingest.Patient{ID: mrn, Authority: "HOSP"}
 	k := 6.9
 	admit := &ingest.Event{Kind: ingest.KindAdmit, Source: "ADT^HOSP", SourceID: "A-" + mrn, Trigger: "ADT^A01",
@@ -179,10 +199,10 @@ func (f *fixture) openAlert(mrn string) *routing.Alert {
 		return err
 	})
 	if err != nil {
-		f.t.Fatalf("open alert: %v", err)
+		return nil, err
 	}
-	f.waker.WakeDevices(wake)
-	return alert
+	teeWaker{f.waker, f.bus}.WakeDevices(wake)
+	return alert, nil
 }
 
 // messages returns every message stored for a user's device.

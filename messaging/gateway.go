@@ -4,10 +4,12 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -34,17 +36,57 @@ type Gateway struct {
 	sub       Subscriber
 	log       *slog.Logger
 	heartbeat time.Duration
+	// writeTimeout bounds every write to a device: one that stops reading
+	// is disconnected (it resumes when it reconnects) instead of holding up
+	// its goroutine; batch bounds the messages sent per wake-up, so a long
+	// backlog is sent in slices between pings and other events.
+	writeTimeout time.Duration
+	batch        int
+	// expiryCheck bounds the wait between two looks for expired messages a
+	// device holds (the exact expiry is waited for too; this catches holds
+	// released and clocks moved).
+	expiryCheck time.Duration
 	// base ends every connection at shutdown: http.Server.Shutdown does not
 	// touch hijacked (WebSocket) connections.
 	base  context.Context
 	stop  context.CancelFunc
 	conns sync.WaitGroup
+	live  atomic.Int64 // connections being served
 }
 
+// Connections returns how many device connections this node serves now.
+func (g *Gateway) Connections() int { return int(g.live.Load()) }
+
+// GatewayOption configures a Gateway.
+type GatewayOption func(*Gateway)
+
+// WithWriteTimeout bounds each write to a device (default 10 s).
+func WithWriteTimeout(d time.Duration) GatewayOption { return func(g *Gateway) { g.writeTimeout = d } }
+
+// WithBatch bounds the messages sent to one device per wake-up (default 256).
+func WithBatch(n int) GatewayOption { return func(g *Gateway) { g.batch = max(n, 1) } }
+
+// WithExpiryCheck bounds the wait between two looks for expired messages
+// a connected device holds (default 1 min).
+func WithExpiryCheck(d time.Duration) GatewayOption { return func(g *Gateway) { g.expiryCheck = d } }
+
 // NewGateway wires a gateway; heartbeat is the WebSocket ping interval.
-func NewGateway(d *db.DB, e *Engine, sub Subscriber, log *slog.Logger, heartbeat time.Duration) *Gateway {
+func NewGateway(d *db.DB, e *Engine, sub Subscriber, log *slog.Logger, heartbeat time.Duration, opts ...GatewayOption) *Gateway {
 	base, stop := context.WithCancel(context.Background())
-	return &Gateway{db: d, engine: e, sub: sub, log: log, heartbeat: heartbeat, base: base, stop: stop}
+	g := &Gateway{db: d, engine: e, sub: sub, log: log, heartbeat: heartbeat, writeTimeout: 10 * time.Second, batch: 256, expiryCheck: time.Minute,
+		base: base, stop: stop}
+	for _, o := range opts {
+		o(g)
+	}
+	return g
+}
+
+// write sends one frame within the write timeout; a device that does not
+// take it in time is disconnected (the library closes the connection).
+func (g *Gateway) write(ctx context.Context, conn *websocket.Conn, v any) error {
+	wctx, cancel := context.WithTimeout(ctx, g.writeTimeout)
+	defer cancel()
+	return wsjson.Write(wctx, conn, v)
 }
 
 // Shutdown closes every device connection (devices reconnect elsewhere and
@@ -55,12 +97,21 @@ func (g *Gateway) Shutdown() {
 }
 
 // Frame is what a device sends: an ack of every message up to Seq, a read
-// receipt, a response, or the confirmation that it wiped itself.
+// receipt, a response, the confirmation that it deleted expired messages,
+// or the confirmation that it wiped itself.
 type Frame struct {
-	Type      string `json:"type"` // "ack", "read", "respond", "wipe_confirmed"
-	Seq       int64  `json:"seq,omitempty"`
-	MessageID string `json:"message_id,omitempty"`
-	Response  string `json:"response,omitempty"`
+	Type       string   `json:"type"` // "ack", "read", "respond", "expire_confirmed", "wipe_confirmed"
+	Seq        int64    `json:"seq,omitempty"`
+	MessageID  string   `json:"message_id,omitempty"`
+	Response   string   `json:"response,omitempty"`
+	MessageIDs []string `json:"message_ids,omitempty"`
+}
+
+// Expire tells a device to delete messages it holds: they expired and no
+// legal hold keeps them. The device answers with "expire_confirmed".
+type Expire struct {
+	Type       string   `json:"type"` // "expire"
+	MessageIDs []string `json:"message_ids"`
 }
 
 // Hello is the first frame the server sends.
@@ -79,10 +130,12 @@ type Wipe struct {
 
 // Reply answers a device frame that changed something or failed.
 type Reply struct {
-	Type       string `json:"type"` // "responded" or "error"
-	MessageID  string `json:"message_id,omitempty"`
-	AlertState string `json:"alert_state,omitempty"`
-	Error      string `json:"error,omitempty"`
+	Type            string `json:"type"` // "responded" or "error"
+	MessageID       string `json:"message_id,omitempty"`
+	AlertState      string `json:"alert_state,omitempty"`
+	Accepts         int    `json:"accepts,omitempty"`          // distinct users who accepted so far
+	AcceptsRequired int    `json:"accepts_required,omitempty"` // accepts that close the alert
+	Error           string `json:"error,omitempty"`
 }
 
 // Stream is the GET /v1/devices/stream handler. The device may pass
@@ -134,6 +187,8 @@ func (g *Gateway) Stream(c *gin.Context) {
 func (g *Gateway) serve(parent context.Context, conn *websocket.Conn, deviceID string, after int64) {
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
+	g.live.Add(1)
+	defer g.live.Add(-1)
 	wake := make(chan struct{}, 1)
 	signal := func() {
 		select {
@@ -150,17 +205,22 @@ func (g *Gateway) serve(parent context.Context, conn *websocket.Conn, deviceID s
 		return
 	}
 	defer unsub()
-	if err := wsjson.Write(ctx, conn, Hello{Type: "hello", DeviceID: deviceID, After: after}); err != nil {
+	if err := g.write(ctx, conn, Hello{Type: "hello", DeviceID: deviceID, After: after}); err != nil {
 		return
 	}
 	g.log.Info("device connected", "device_id", deviceID, "after", after)
 	go g.readLoop(ctx, cancel, conn, deviceID)
 
+	// cursor: the last sequence the device holds (what it said at connect,
+	// then what was sent); held messages up to it are checked for expiry.
 	cursor, wipeSent := after, false
 	ping := time.NewTicker(g.heartbeat)
 	defer ping.Stop()
 	safety := time.NewTicker(5 * time.Second) // in case a wake-up was lost on the bus
 	defer safety.Stop()
+	expiry := time.NewTimer(0) // first check at connect
+	defer expiry.Stop()
+	var nextExpiry time.Time // when expiry is set to fire
 	signal()
 	for {
 		select {
@@ -176,6 +236,22 @@ func (g *Gateway) serve(parent context.Context, conn *websocket.Conn, deviceID s
 			}
 		case <-safety.C:
 			signal()
+		case <-expiry.C:
+			next, err := g.sendExpired(ctx, conn, deviceID, cursor)
+			if err != nil {
+				if ctx.Err() == nil {
+					g.log.Warn("gateway expiry", "device_id", deviceID, "error", err)
+				}
+				if errors.Is(err, errWrite) {
+					return
+				}
+			}
+			nextExpiry = next
+			wait := g.expiryCheck
+			if !next.IsZero() {
+				wait = min(max(next.Sub(g.engine.now()), 0), wait)
+			}
+			expiry.Reset(wait)
 		case <-wake:
 			// A device whose wipe was requested gets nothing more, only the
 			// order to wipe itself.
@@ -190,15 +266,19 @@ func (g *Gateway) serve(parent context.Context, conn *websocket.Conn, deviceID s
 				if !wipeSent {
 					var reason sql.NullString
 					_ = g.db.QueryRowContext(ctx, `SELECT wipe_reason FROM devices WHERE id = $1`, deviceID).Scan(&reason)
-					if err := wsjson.Write(ctx, conn, Wipe{Type: "wipe", Reason: reason.String}); err != nil {
+					if err := g.write(ctx, conn, Wipe{Type: "wipe", Reason: reason.String}); err != nil {
 						return
 					}
 					wipeSent = true
 				}
 				continue
 			}
-			for {
-				msgs, err := MessagesAfter(ctx, g.db, deviceID, cursor, 100)
+			// At most g.batch messages per wake-up; if there are more, wake
+			// again after whatever else is waiting (a ping, a shutdown).
+			sent, earliest := 0, time.Time{}
+			for sent < g.batch {
+				want := min(100, g.batch-sent)
+				msgs, err := PendingMessages(ctx, g.db, deviceID, cursor, g.engine.now(), want)
 				if err != nil {
 					if ctx.Err() == nil {
 						g.log.Error("gateway backlog", "device_id", deviceID, "error", err)
@@ -206,17 +286,51 @@ func (g *Gateway) serve(parent context.Context, conn *websocket.Conn, deviceID s
 					break
 				}
 				for _, m := range msgs {
-					if err := wsjson.Write(ctx, conn, m); err != nil {
+					if err := g.write(ctx, conn, m); err != nil {
 						return
 					}
 					cursor = m.Seq
+					if !m.expiresAt.IsZero() && (earliest.IsZero() || m.expiresAt.Before(earliest)) {
+						earliest = m.expiresAt
+					}
 				}
-				if len(msgs) < 100 {
+				sent += len(msgs)
+				if len(msgs) < want {
 					break
 				}
 			}
+			if sent >= g.batch {
+				signal()
+			}
+			if !earliest.IsZero() && (nextExpiry.IsZero() || earliest.Before(nextExpiry)) {
+				nextExpiry = earliest
+				expiry.Reset(min(max(earliest.Sub(g.engine.now()), 0), g.expiryCheck))
+			}
 		}
 	}
+}
+
+var errWrite = errors.New("write to device failed")
+
+// sendExpired tells the device to delete the expired, unheld messages it
+// holds (up to upTo) and returns when the next one it holds expires (zero
+// when none will).
+func (g *Gateway) sendExpired(ctx context.Context, conn *websocket.Conn, deviceID string, upTo int64) (time.Time, error) {
+	now := g.engine.now()
+	ids, err := ExpiredOnDevice(ctx, g.db, deviceID, upTo, now, 500)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if len(ids) > 0 {
+		if err := g.write(ctx, conn, Expire{Type: "expire", MessageIDs: ids}); err != nil {
+			return time.Time{}, fmt.Errorf("%w: %w", errWrite, err)
+		}
+	}
+	next, ok, err := NextExpiry(ctx, g.db, deviceID, upTo, now)
+	if err != nil || !ok {
+		return time.Time{}, err
+	}
+	return next, nil
 }
 
 func (g *Gateway) readLoop(ctx context.Context, cancel context.CancelFunc, conn *websocket.Conn, deviceID string) {
@@ -244,12 +358,19 @@ func (g *Gateway) readLoop(ctx context.Context, cancel context.CancelFunc, conn 
 				return
 			}
 		case f.Type == "respond":
-			var state string
-			if state, err = g.engine.Respond(ctx, deviceID, f.MessageID, f.Response); err == nil {
-				err = wsjson.Write(ctx, conn, Reply{Type: "responded", MessageID: f.MessageID, AlertState: state})
+			var ans Answer
+			if ans, err = g.engine.RespondCount(ctx, deviceID, f.MessageID, f.Response); err == nil {
+				err = g.write(ctx, conn, Reply{Type: "responded", MessageID: f.MessageID, AlertState: ans.AlertState,
+					Accepts: ans.Accepts, AcceptsRequired: ans.AcceptsRequired})
+			}
+		case f.Type == "expire_confirmed":
+			if len(f.MessageIDs) > 1000 {
+				err = &InvalidError{"message_ids", "at most 1000 per frame"}
+			} else {
+				_, err = g.engine.ConfirmDeleted(ctx, deviceID, f.MessageIDs)
 			}
 		default:
-			err = &InvalidError{"type", "must be ack, read, respond or wipe_confirmed"}
+			err = &InvalidError{"type", "must be ack, read, respond, expire_confirmed or wipe_confirmed"}
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -265,7 +386,7 @@ func (g *Gateway) readLoop(ctx context.Context, cancel context.CancelFunc, conn 
 			default:
 				g.log.Error("device frame", "device_id", deviceID, "type", f.Type, "error", err)
 			}
-			if werr := wsjson.Write(ctx, conn, Reply{Type: "error", MessageID: f.MessageID, Error: msg}); werr != nil {
+			if werr := g.write(ctx, conn, Reply{Type: "error", MessageID: f.MessageID, Error: msg}); werr != nil {
 				return
 			}
 		}

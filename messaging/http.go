@@ -36,6 +36,12 @@ func (a *API) RegisterRoutes(r gin.IRouter) {
 	r.PUT("/v1/devices/me/key", auth.Require(auth.RoleDevice), a.rotateKey)
 	r.GET("/v1/devices/stream", auth.Require(auth.RoleDevice), a.gateway.Stream)
 	r.POST("/v1/messages/:id/response", auth.Require(auth.RoleDevice), a.respond)
+	legal := auth.Require(auth.RoleAdmin, auth.RoleAuditor)
+	r.POST("/v1/legal-holds", legal, a.placeHold)
+	r.GET("/v1/legal-holds", legal, a.listHolds)
+	r.GET("/v1/legal-holds/:id", legal, a.getHold)
+	r.POST("/v1/legal-holds/:id/release", legal, a.releaseHold)
+	r.PUT("/v1/policies/:id/accepts-required", auth.Require(auth.RoleAdmin), a.setAcceptsRequired)
 }
 
 // RegisterPublicRoutes adds the routes that carry their own credential: a
@@ -287,9 +293,10 @@ func (a *API) respond(c *gin.Context) {
 		c.JSON(http.StatusBadRequest, gin.H{"error": "invalid JSON body"})
 		return
 	}
-	state, err := "", requireActive(c.Request.Context(), a.db, auth.From(c).Subject)
+	var ans Answer
+	err := requireActive(c.Request.Context(), a.db, auth.From(c).Subject)
 	if err == nil {
-		state, err = a.engine.Respond(c.Request.Context(), auth.From(c).Subject, c.Param("id"), req.Response)
+		ans, err = a.engine.RespondCount(c.Request.Context(), auth.From(c).Subject, c.Param("id"), req.Response)
 	}
 	var inv *InvalidError
 	switch {
@@ -302,6 +309,88 @@ func (a *API) respond(c *gin.Context) {
 	case err != nil:
 		c.JSON(http.StatusInternalServerError, gin.H{"error": "response not recorded"})
 	default:
-		c.JSON(http.StatusOK, gin.H{"message_id": c.Param("id"), "alert_state": state})
+		c.JSON(http.StatusOK, gin.H{"message_id": c.Param("id"), "alert_state": ans.AlertState,
+			"accepts": ans.Accepts, "accepts_required": ans.AcceptsRequired})
 	}
+}
+
+func actorOf(c *gin.Context) audit.Entry {
+	p := auth.From(c)
+	return audit.Entry{ActorType: p.Kind, ActorID: p.Subject, ActorRole: p.Role, SourceAddr: c.ClientIP()}
+}
+
+func (a *API) placeHold(c *gin.Context) {
+	var req struct {
+		AlertID string `json:"alert_id"`
+		UserID  string `json:"user_id"`
+		Reason  string `json:"reason"`
+	}
+	if err := c.ShouldBindJSON(&req); err != nil {
+		c.JSON(http.StatusBadRequest, gin.H{"error": "invalid JSON body"})
+		return
+	}
+	ctx, now := c.Request.Context(), a.engine.now()
+	var h LegalHold
+	err := a.db.InTx(ctx, func(tx *sql.Tx) (err error) {
+		h, err = PlaceHold(ctx, tx, actorOf(c), LegalHold{AlertID: req.AlertID, UserID: req.UserID, Reason: req.Reason}, now)
+		return err
+	})
+	if a.fail(c, err) {
+		return
+	}
+	c.JSON(http.StatusCreated, h)
+}
+
+func (a *API) listHolds(c *gin.Context) {
+	holds, err := ListHolds(c.Request.Context(), a.db, c.Query("active") == "true")
+	if a.fail(c, err) {
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"legal_holds": holds})
+}
+
+func (a *API) getHold(c *gin.Context) {
+	h, err := GetHold(c.Request.Context(), a.db, c.Param("id"))
+	if a.fail(c, err) {
+		return
+	}
+	c.JSON(http.StatusOK, h)
+}
+
+func (a *API) releaseHold(c *gin.Context) {
+	ctx, now := c.Request.Context(), a.engine.now()
+	var h LegalHold
+	var devices []string
+	err := a.db.InTx(ctx, func(tx *sql.Tx) (err error) {
+		if h, err = ReleaseHold(ctx, tx, actorOf(c), c.Param("id"), now); err != nil {
+			return err
+		}
+		devices, err = devicesCoveredBy(ctx, tx, h)
+		return err
+	})
+	if a.fail(c, err) {
+		return
+	}
+	// Connected devices holding messages that now expire are told at their
+	// next expiry check (within a minute); the wake-up sends nothing new.
+	a.engine.waker.WakeDevices(devices)
+	c.JSON(http.StatusOK, h)
+}
+
+func (a *API) setAcceptsRequired(c *gin.Context) {
+	var req struct {
+		AcceptsRequired int `json:"accepts_required"`
+	}
+	if err := c.ShouldBindJSON(&req); err != nil {
+		c.JSON(http.StatusBadRequest, gin.H{"error": "invalid JSON body"})
+		return
+	}
+	ctx, now, id := c.Request.Context(), a.engine.now(), c.Param("id")
+	err := a.db.InTx(ctx, func(tx *sql.Tx) error {
+		return SetPolicyAcceptsRequired(ctx, tx, actorOf(c), id, req.AcceptsRequired, now)
+	})
+	if a.fail(c, err) {
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"policy_id": id, "accepts_required": req.AcceptsRequired})
 }

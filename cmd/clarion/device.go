@@ -74,6 +74,14 @@ func runDeviceListen(ctx context.Context, args []string, stdout, stderr io.Write
 			continue
 		}
 		fmt.Fprintf(stderr, "device %s connected, resuming after message %d\n", id.DeviceID, id.LastSeq)
+		conn.OnExpire(func(ids []string) {
+			for _, m := range ids {
+				fmt.Fprintf(stdout, "message %s expired: deleted from this device\n", m)
+			}
+			if err := id.Save(*keyFile); err != nil {
+				fmt.Fprintf(stderr, "device: %v\n", err)
+			}
+		})
 		for {
 			rec, err := conn.Next(ctx)
 			if errors.Is(err, deviceclient.ErrWiped) {

@@ -29,6 +29,9 @@ usage:
   clarion audit verify     verify the audit hash chain and its signed checkpoints
   clarion audit export|tail|checkpoint|purge|public-key
   clarion report           response times, escalations, open alerts
+  clarion escrow keygen    make the offline escrow key pair (--out FILE [--public-out FILE])
+  clarion escrow open      decrypt one message's escrow copy for an audit (audited)
+  clarion loadtest         delivery latency and timer lateness benchmark (loopback, bounded)
   clarion hl7 send FILE    send an HL7 v2 file over MLLP and print the ACK
   clarion hl7 inspect FILE print an HL7 v2 file as JSON with the event each message maps to
 
@@ -94,6 +97,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runAudit(ctx, args[1:], stdout, stderr)
 	case "report":
 		return runReport(ctx, args[1:], stdout, stderr)
+	case "escrow":
+		return runEscrow(ctx, args[1:], stdout, stderr)
+	case "loadtest":
+		return runLoadtest(ctx, args[1:], stdout, stderr)
 	case "hl7":
 		switch s, rest := sub("hl7"); s {
 		case "send":

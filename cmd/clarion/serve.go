@@ -40,6 +40,7 @@ type serveConfig struct {
 	mllpMaxSize int
 	hl7         hl7Flags
 	audit       auditConfig
+	messaging   messagingFlags
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, demo bool) error {
@@ -58,6 +59,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, demo
 	fs.IntVar(&cfg.mllpMaxSize, "mllp-max-frame", 1<<20, "largest MLLP message accepted, in bytes")
 	cfg.hl7.register(fs)
 	cfg.audit.register(fs)
+	cfg.messaging.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -131,7 +133,12 @@ func openApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (*app, erro
 	a.metrics.MustRegister(acks)
 
 	store := ingest.NewStore(a.keys, a.db.SkipLocked())
-	a.engine = messaging.NewEngine(a.db, a.keys, a.bus, log, a.now)
+	msgOpts, err := cfg.messaging.engineOptions(log, a.metrics)
+	if err != nil {
+		a.close()
+		return nil, err
+	}
+	a.engine = messaging.NewEngine(a.db, a.keys, a.bus, log, a.now, msgOpts...)
 	a.worker = pipeline.New(a.db, store, routing.NewRouter(a.keys), a.engine, a.keys, a.bus, a.bus, log, a.now)
 	kick := a.worker.Kick
 	if faultsOn() {
@@ -235,6 +242,7 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 	wg.Go(func() { a.worker.Run(work, 500*time.Millisecond) })
 	wg.Go(func() { a.engine.RunTimers(work, 100*time.Millisecond) })
 	wg.Go(func() { a.audit.run(work) })
+	wg.Go(func() { a.engine.RunRetention(work, cfg.messaging.retentionEvery) })
 	wg.Go(func() { a.hl7.run(work) })
 	wg.Go(func() { a.oncallIndex.Run(work, 24*time.Hour) })
 	wg.Go(func() { a.engine.RunHandoffs(work, 30*time.Second) })

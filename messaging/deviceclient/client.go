@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +35,9 @@ type Identity struct {
 	Suite      string `json:"suite"`
 	PrivateKey []byte `json:"private_key"`
 	LastSeq    int64  `json:"last_seq"` // the last message sequence this device holds
+	// Held lists the messages this device holds; the server's "expire"
+	// frames remove them.
+	Held []string `json:"held,omitempty"`
 	// PreviousKeys open messages sealed before the last key rotation that
 	// the device has not received yet.
 	PreviousKeys []OldKey `json:"previous_keys,omitempty"`
@@ -153,7 +157,7 @@ type Received struct {
 
 // Errors a device raises about what it receives.
 var (
-	ErrReplay   = errors.New("message replayed: sequence already seen")
+	ErrReplay   = errors.New("message replayed: sequence or message already seen")
 	ErrMismatch = errors.New("sealed body does not belong to this envelope")
 	// ErrWiped means the server ordered this device to delete its messages
 	// and keys; the caller does so, then calls ConfirmWipe.
@@ -162,11 +166,17 @@ var (
 
 // Conn is a live stream.
 type Conn struct {
-	id      *Identity
-	ws      *websocket.Conn
-	replies chan messaging.Reply
-	lastSeq int64
+	id       *Identity
+	ws       *websocket.Conn
+	replies  chan messaging.Reply
+	lastSeq  int64
+	onExpire func(messageIDs []string)
 }
+
+// OnExpire sets what to do, besides forgetting them, with messages the
+// server says expired (Next deletes them from Identity.Held, confirms,
+// then calls fn). Call it before Next.
+func (c *Conn) OnExpire(fn func(messageIDs []string)) { c.onExpire = fn }
 
 // Dial opens the stream, resuming after the identity's LastSeq.
 func Dial(ctx context.Context, id *Identity) (*Conn, error) {
@@ -212,6 +222,20 @@ func (c *Conn) Next(ctx context.Context) (Received, error) {
 		if head.Type == "wipe" {
 			return Received{}, ErrWiped
 		}
+		if head.Type == "expire" {
+			var ex messaging.Expire
+			if err := json.Unmarshal(data, &ex); err != nil {
+				return Received{}, fmt.Errorf("bad expire frame: %w", err)
+			}
+			c.id.Held = slices.DeleteFunc(c.id.Held, func(m string) bool { return slices.Contains(ex.MessageIDs, m) })
+			if err := wsjson.Write(ctx, c.ws, messaging.Frame{Type: "expire_confirmed", MessageIDs: ex.MessageIDs}); err != nil {
+				return Received{}, err
+			}
+			if c.onExpire != nil {
+				c.onExpire(ex.MessageIDs)
+			}
+			continue
+		}
 		if head.Type != "message" {
 			var r messaging.Reply
 			if json.Unmarshal(data, &r) == nil {
@@ -232,6 +256,7 @@ func (c *Conn) Next(ctx context.Context) (Received, error) {
 		}
 		c.lastSeq = env.Seq
 		c.id.LastSeq = env.Seq
+		c.id.Held = append(c.id.Held, env.MessageID)
 		if err := wsjson.Write(ctx, c.ws, messaging.Frame{Type: "ack", Seq: env.Seq}); err != nil {
 			return rec, err
 		}
@@ -243,6 +268,9 @@ func (c *Conn) open(env messaging.Envelope) (Received, error) {
 	rec := Received{Envelope: env}
 	if env.Seq <= c.lastSeq {
 		return rec, fmt.Errorf("seq %d: %w", env.Seq, ErrReplay)
+	}
+	if slices.Contains(c.id.Held, env.MessageID) {
+		return rec, fmt.Errorf("message %s: %w", env.MessageID, ErrReplay)
 	}
 	info := messaging.MessageInfo(env.MessageID, c.id.DeviceID)
 	plain, err := messaging.Open(c.id.Suite, c.id.PrivateKey, info, env.Sealed)
@@ -347,3 +375,7 @@ func RotateKey(ctx context.Context, id *Identity, suite string) error {
 	id.Suite, id.PrivateKey = suite, priv
 	return nil
 }
+
+// Drop ends the connection abruptly, as a lost network would: no close
+// handshake, nothing flushed.
+func (c *Conn) Drop() error { return c.ws.CloseNow() }

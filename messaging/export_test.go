@@ -1,0 +1,4 @@
+package messaging
+
+// TimerWait exposes timerWait to the external tests.
+var TimerWait = timerWait
