@@ -120,6 +120,8 @@ func (e *Engine) page(ctx context.Context, tx *sql.Tx, a *routing.Alert, from in
 	if err != nil {
 		return nil, err
 	}
+	// The rule's target, failsafe flag and priority speed shape the policy.
+	policy = routing.EffectivePolicy(policy, a)
 	last := policy.Rungs() - 1
 	if from > last {
 		from = last
@@ -785,6 +787,7 @@ func (e *Engine) handOff(ctx context.Context, tx *sql.Tx, alertID string, now ti
 	if err != nil || !policy.Handoff {
 		return nil, err
 	}
+	policy = routing.EffectivePolicy(policy, a)
 	step := policy.Steps[policy.StepAt(a.Step)]
 	if !step.HasRosterTargets() {
 		return nil, nil

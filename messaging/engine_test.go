@@ -527,9 +527,14 @@ func TestDeclineEscalatesAtOnce(t *testing.T) {
 	})
 }
 
+// TestUnreachableStepIsSkipped: the RN holds the role but has no device
+// that can receive, so step 0 reaches nobody and the engine moves on at once.
 func TestUnreachableStepIsSkipped(t *testing.T) {
 	dbtest.Each(t, func(t *testing.T, d *db.DB) {
-		f := newFixture(t, d, seedOpts{noRNShift: true})
+		f := newFixture(t, d, seedOpts{})
+		if _, err := d.ExecContext(f.ctx, `UPDATE devices SET state = 'wipe_pending' WHERE user_id = 'rn'`); err != nil {
+			t.Fatal(err)
+		}
 		a := f.openAlert("MRN1")
 
 		f.noMessages("rn", "sup")
@@ -539,7 +544,7 @@ func TestUnreachableStepIsSkipped(t *testing.T) {
 		f.wantTimers(a.ID, "1:pending")
 
 		un := f.auditRecords("escalation.step_unreachable", a.ID)
-		if len(un) != 1 || un[0]["step"] != 0.0 || un[0]["users"] != 0.0 {
+		if len(un) != 1 || un[0]["step"] != 0.0 || un[0]["users"] != 1.0 {
 			t.Fatalf("escalation.step_unreachable records: %v", un)
 		}
 		if esc := f.auditRecords("alert.escalated", a.ID); len(esc) != 1 || esc[0]["to_step"] != 1.0 {
@@ -550,6 +555,20 @@ func TestUnreachableStepIsSkipped(t *testing.T) {
 		f.fireDue(1)
 		f.onlyMessage("sup", a.ID, 2)
 		f.noMessages("rn")
+	})
+}
+
+// TestNobodyHoldsTheTargetGoesToFailsafe: when nobody holds the rule's
+// target role, the alert goes straight to the policy's failsafe (routing
+// flags it; the engine pages the last step only).
+func TestNobodyHoldsTheTargetGoesToFailsafe(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		f := newFixture(t, d, seedOpts{noRNShift: true})
+		a := f.openAlert("MRN1")
+		f.noMessages("rn", "charge")
+		f.onlyMessage("sup", a.ID, 0)
+		f.wantWoken("sup")
+		f.wantTimers(a.ID) // the failsafe is the last step: no timer
 	})
 }
 

@@ -90,3 +90,56 @@ func BenchmarkRouteResult(b *testing.B) {
 		}
 	}
 }
+
+// bench500 is 500 rules as a hospital might have them: 400 shorthand rules
+// (codes, thresholds, flags), 90 with a CEL condition on their codes, 5 CEL
+// rules on any result (no code: evaluated on every observation) and 5 ADT
+// rules.
+func bench500(tb testing.TB) *routing.Ruleset {
+	tb.Helper()
+	rules := benchRules(490)
+	for i := range rules {
+		rules[i].TargetRole, rules[i].PolicyID = "", "pol-1"
+		rules[i].Target = routing.Target{Role: "nurse"}
+		if i%5 == 0 && len(rules[i].Match.Flags) == 0 {
+			rules[i].When = fmt.Sprintf(`has(obs.numeric) && obs.numeric > %d.0 && patient.unit != "NICU"`, 90+i)
+			rules[i].Match.Above, rules[i].Match.Below = nil, nil
+		}
+	}
+	for i := range 5 {
+		rules = append(rules, routing.Rule{ID: fmt.Sprintf("any%d", i), Name: fmt.Sprintf("Any result %d", i), Enabled: true,
+			When:     fmt.Sprintf(`obs.system == "LN" && "C%d" in obs.flags && patient.class == "I"`, i),
+			Priority: routing.PriorityLow, Target: routing.Target{Role: "nurse"}, PolicyID: "pol-1", LockText: "{priority}"})
+		rules = append(rules, routing.Rule{ID: fmt.Sprintf("adt%d", i), Name: fmt.Sprintf("ADT %d", i), Enabled: true,
+			Match:    routing.Match{Events: []string{"adt.admit"}, Locations: []string{fmt.Sprintf("U%d", i)}},
+			Priority: routing.PriorityLow, Target: routing.Target{Role: "charge"}, PolicyID: "pol-1", LockText: "{priority}"})
+	}
+	return ruleset(tb, rules...)
+}
+
+// BenchmarkEvaluate500Rules evaluates one result with three observations
+// (one fires a rule, one carries the code of another without firing it,
+// one matches no rule's code) against 500 compiled rules, CEL included.
+func BenchmarkEvaluate500Rules(b *testing.B) {
+	rs := bench500(b)
+	if n := len(rs.Rules()); n != 500 {
+		b.Fatalf("%d rules, want 500", n)
+	}
+	ev := benchResult()
+	pv := routing.PatientView{Location: ingest.Location{Unit: "4W", Room: "1", Bed: "A"}, Class: "I", Known: true}
+	now := time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC)
+	var fired int
+	b.ReportAllocs()
+	for b.Loop() {
+		hits, _ := rs.Evaluate(ev, pv, now)
+		fired = 0
+		for _, h := range hits {
+			if !h.Normal {
+				fired++
+			}
+		}
+	}
+	if fired != 1 {
+		b.Fatalf("%d rules fired, want 1", fired)
+	}
+}

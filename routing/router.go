@@ -2,24 +2,76 @@ package routing
 
 import (
 	"context"
-	"database/sql"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/clarion-health/clarion/audit"
 	"github.com/clarion-health/clarion/ingest"
-	"github.com/clarion-health/clarion/internal/ids"
+	"github.com/clarion-health/clarion/oncall"
 )
 
 // Router applies ADT context and rules to events.
 type Router struct {
 	sealer Sealer
+	opts   Options
+
+	mu       sync.Mutex
+	compiler *Compiler
+	loaded   bool
+	gen      int64
+	set      *Ruleset
+	compiled map[string]*CompiledRule // by "id@version"
+	checked  map[string]time.Time     // unit → last coverage check made for a missing holder
 }
 
+// Options configure a router.
+type Options struct {
+	// DelayPercent is each priority's escalation speed: every step delay of
+	// an alert of that priority is multiplied by DelayPercent/100 (50 pages
+	// the next step twice as fast). A priority not listed escalates as its
+	// policy says (100). A rule's escalation.delay_scale overrides it.
+	DelayPercent map[string]int
+	// Log receives rule-evaluation errors (rule and event ids only); nil
+	// discards them.
+	Log *slog.Logger
+	// CoverageCheckEvery bounds how often this node checks a unit's
+	// coverage (oncall.NotifyCoverage, which computes every roster over two
+	// weeks) when an alert finds nobody holding its target: at most once
+	// per unit per period (default one minute). Every such alert is still
+	// audited (routing.no_holder) and still goes to the failsafe.
+	CoverageCheckEvery time.Duration
+	// Holders answers "who holds role R in unit U at T" from memory
+	// (*oncall.Index is one); nil reads the rosters in the routing
+	// transaction (oncall.HoldersAt), which sees that transaction's edits.
+	Holders HolderIndex
+}
+
+// HolderIndex says who holds a role in a unit at a time.
+type HolderIndex interface {
+	HoldersAt(ctx context.Context, unitID, role string, t time.Time) ([]string, error)
+}
+
+var _ HolderIndex = (*oncall.Index)(nil)
+
 // NewRouter returns a router that seals alert bodies with sealer.
-func NewRouter(sealer Sealer) *Router { return &Router{sealer: sealer} }
+func NewRouter(sealer Sealer) *Router { return NewRouterWithOptions(sealer, Options{}) }
+
+// NewRouterWithOptions returns a router with options.
+func NewRouterWithOptions(sealer Sealer, o Options) *Router {
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.CoverageCheckEvery <= 0 {
+		o.CoverageCheckEvery = time.Minute
+	}
+	return &Router{sealer: sealer, opts: o, checked: map[string]time.Time{}}
+}
 
 // Pseudonymizer maps a patient identifier to its opaque id
 // (*atrest.Keyring is one).
@@ -40,7 +92,22 @@ func PatientID(p Pseudonymizer, pt ingest.Patient) string {
 type Outcome struct {
 	PatientID string   // the event's patient pseudonym ("" for none)
 	Opened    []*Alert // new alerts: the caller starts their escalation
-	Updated   []string // ids of open alerts that absorbed the event instead of paging again
+	Updated   []string // ids of open or held alerts that absorbed the event (dedup, grouping) instead of paging again
+	// Retargeted alerts moved with their patient to another unit: the
+	// caller starts their escalation again (their timers are cancelled).
+	Retargeted []*Alert
+	// Closed alerts were auto-resolved or closed by a transfer or
+	// discharge; an accepted one must be told to its owner.
+	Closed     []ClosedAlert
+	Held       []string // alerts held for quiet hours, paged at their release time
+	Suppressed int      // firings suppressed (sustain pending, rate limit, quiet hours drop)
+}
+
+// ClosedAlert is an alert routing closed.
+type ClosedAlert struct {
+	ID, RuleID, Reason string
+	PreviousState      string
+	AcceptedBy         string // set when it had been accepted: that user is owed a notice
 }
 
 // Route applies ev, stored as eventID, within tx. Patients are known only
@@ -54,23 +121,87 @@ func (r *Router) Route(ctx context.Context, tx Queryer, eventID string, ev *inge
 		if ev.Other == nil {
 			return out, errors.New("route: bed swap without its second patient")
 		}
-		err = r.swap(ctx, tx, eventID, ev, out.PatientID, PatientID(pseudo, ev.Other.Patient), now)
+		err = r.swap(ctx, tx, eventID, ev, out.PatientID, PatientID(pseudo, ev.Other.Patient), now, &out)
 	case ingest.KindMerge:
 		if ev.PriorPatient == nil {
 			return out, errors.New("route: merge without its prior patient")
 		}
-		err = r.merge(ctx, tx, eventID, ev, out.PatientID, PatientID(pseudo, *ev.PriorPatient), now)
+		err = r.merge(ctx, tx, eventID, ev, out.PatientID, PatientID(pseudo, *ev.PriorPatient), now, &out)
 	case ingest.KindAdmit, ingest.KindTransfer, ingest.KindDischarge, ingest.KindRegister, ingest.KindUpdate,
 		ingest.KindCancelAdmit, ingest.KindCancelTransfer, ingest.KindCancelDischarge:
-		err = r.applyADT(ctx, tx, eventID, ev, out.PatientID, now)
+		err = r.applyADT(ctx, tx, eventID, ev, out.PatientID, now, &out)
 	case ingest.KindResult, ingest.KindAlarm:
-		return r.routeRules(ctx, tx, eventID, ev, out, now)
+		err = r.routeRules(ctx, tx, eventID, ev, now, &out)
 	case ingest.KindWatchdog:
 		// A reporter's keep-alive: answered at intake, nothing to route.
 	default:
 		return out, fmt.Errorf("route: unsupported event kind %q", ev.Kind)
 	}
 	return out, err
+}
+
+// Ruleset returns the compiled enabled rules as q sees them, recompiling
+// only the rules whose version changed since the last call (programs are
+// cached by rule id and version).
+func (r *Router) Ruleset(ctx context.Context, q Queryer) (*Ruleset, error) {
+	gen, err := ruleGeneration(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.loaded && gen == r.gen {
+		return r.set, nil
+	}
+	if r.compiler == nil {
+		if r.compiler, err = NewCompiler(); err != nil {
+			return nil, err
+		}
+	}
+	defs, err := enabledRuleDefs(ctx, q)
+	if err != nil {
+		return nil, err
+	}
+	next := make(map[string]*CompiledRule, len(defs))
+	list := make([]*CompiledRule, 0, len(defs))
+	for _, d := range defs {
+		key := d.id + "@" + strconv.Itoa(d.version)
+		cr := r.compiled[key]
+		if cr == nil {
+			if cr, err = r.compileStored(d); err != nil {
+				// Validated when saved: this happens only if a newer Clarion
+				// refuses what an older one accepted. The rule is left out
+				// and said so on every reload rather than stopping routing.
+				r.opts.Log.Error("stored rule does not compile; it is not evaluated", "rule_id", d.id, "version", d.version, "error", err)
+				continue
+			}
+		}
+		next[key] = cr
+		list = append(list, cr)
+	}
+	r.compiled, r.set, r.gen, r.loaded = next, NewRuleset(list), gen, true
+	return r.set, nil
+}
+
+// compileStored compiles a stored rule: its fields were validated when it
+// was saved, so only its condition is compiled again.
+func (r *Router) compileStored(d storedDef) (*CompiledRule, error) {
+	var rule Rule
+	if err := json.Unmarshal([]byte(d.def), &rule); err != nil {
+		return nil, fmt.Errorf("rule %s definition: %w", d.id, err)
+	}
+	rule.Normalize()
+	kinds, err := rule.Match.kinds()
+	if err != nil {
+		return nil, err
+	}
+	cr := &CompiledRule{Rule: rule, Version: d.version, kinds: kinds}
+	if rule.When != "" {
+		if cr.prg, err = r.compiler.program(rule.When); err != nil {
+			return nil, err
+		}
+	}
+	return cr, nil
 }
 
 // nextContext is the patient context after one single-patient ADT event,
@@ -134,7 +265,7 @@ func mergeVisit(v, with ingest.Visit) ingest.Visit {
 }
 
 // applyADT updates one patient's context.
-func (r *Router) applyADT(ctx context.Context, tx Queryer, eventID string, ev *ingest.Event, patientID string, now time.Time) error {
+func (r *Router) applyADT(ctx context.Context, tx Queryer, eventID string, ev *ingest.Event, patientID string, now time.Time, out *Outcome) error {
 	prev, had, err := GetContext(ctx, tx, patientID)
 	if err != nil {
 		return err
@@ -144,20 +275,24 @@ func (r *Router) applyADT(ctx context.Context, tx Queryer, eventID string, ev *i
 	if err := SetContext(ctx, tx, c, now); err != nil {
 		return err
 	}
-	return auditContext(ctx, tx, eventID, ev.Kind, c, now, nil)
+	if err := auditContext(ctx, tx, eventID, ev.Kind, c, now, nil); err != nil {
+		return err
+	}
+	return r.afterADT(ctx, tx, eventID, ev, prev, had, c, now, out)
 }
 
 // swap exchanges two patients' beds (A17). Each goes where its PV1-3 says;
 // a patient whose PV1-3 is empty takes the other's last known location.
-func (r *Router) swap(ctx context.Context, tx Queryer, eventID string, ev *ingest.Event, a, b string, now time.Time) error {
-	ca, _, err := GetContext(ctx, tx, a)
+func (r *Router) swap(ctx context.Context, tx Queryer, eventID string, ev *ingest.Event, a, b string, now time.Time, out *Outcome) error {
+	ca, hadA, err := GetContext(ctx, tx, a)
 	if err != nil {
 		return err
 	}
-	cb, _, err := GetContext(ctx, tx, b)
+	cb, hadB, err := GetContext(ctx, tx, b)
 	if err != nil {
 		return err
 	}
+	beforeA, beforeB := ca, cb
 	toA, toB := ev.Location, ev.Other.Location
 	if toA.Unit == "" {
 		toA = cb.Location
@@ -179,7 +314,11 @@ func (r *Router) swap(ctx context.Context, tx Queryer, eventID string, ev *inges
 			return err
 		}
 	}
-	return nil
+	if err := r.afterADT(ctx, tx, eventID, ev, beforeA, hadA, ca, now, out); err != nil {
+		return err
+	}
+	// The second patient moves too; ADT rules fire for the event's patient only.
+	return r.moved(ctx, tx, eventID, beforeB, hadB, cb, now, out)
 }
 
 // merge folds the prior patient identity into the surviving one (A40): the
@@ -187,7 +326,7 @@ func (r *Router) swap(ctx context.Context, tx Queryer, eventID string, ev *inges
 // the message's PV1 says on top), the prior context is deleted, and the
 // prior patient's alerts move to the survivor, open ones with their dedup
 // key, so that later results for the survivor update them.
-func (r *Router) merge(ctx context.Context, tx Queryer, eventID string, ev *ingest.Event, survivor, prior string, now time.Time) error {
+func (r *Router) merge(ctx context.Context, tx Queryer, eventID string, ev *ingest.Event, survivor, prior string, now time.Time, out *Outcome) error {
 	if survivor == prior {
 		return nil // the same identity: nothing to fold
 	}
@@ -222,11 +361,16 @@ func (r *Router) merge(ctx context.Context, tx Queryer, eventID string, ev *inge
 			return err
 		}
 	}
-	_, err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
+	if err := forgetPatientState(ctx, tx, prior); err != nil {
+		return err
+	}
+	if _, err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
 		Action: "patient.merged", ObjectType: "patient", ObjectID: survivor, CorrelationID: eventID,
 		Detail: map[string]any{"event_id": eventID, "prior_patient_id": prior, "unit": c.Location.Unit,
-			"alerts_moved": moved}})
-	return err
+			"alerts_moved": moved}}); err != nil {
+		return err
+	}
+	return r.adtRules(ctx, tx, eventID, ev, survivor, c, now, out)
 }
 
 // moveAlerts gives the prior patient's alerts to the survivor. An open
@@ -254,6 +398,9 @@ func (r *Router) moveAlerts(ctx context.Context, tx Queryer, eventID, prior, sur
 		if err := reassignAlert(ctx, tx, a.id, survivor, key, now); err != nil {
 			return 0, err
 		}
+		if err := rekeyParts(ctx, tx, a.id, prior, survivor); err != nil {
+			return 0, err
+		}
 		if _, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
 			Action: "alert.patient_merged", ObjectType: "alert", ObjectID: a.id, CorrelationID: eventID,
 			Detail: map[string]any{"event_id": eventID, "from_patient_id": prior, "to_patient_id": survivor,
@@ -273,80 +420,5 @@ func auditContext(ctx context.Context, tx Queryer, eventID string, kind ingest.K
 	_, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
 		Action: "patient.context_updated", ObjectType: "patient", ObjectID: c.PatientID, CorrelationID: eventID,
 		Detail: detail})
-	return err
-}
-
-// routeRules matches a result's observations, or an alarm, against the
-// rules; each rule that fires opens an alert, or updates the open one for
-// the same patient and rule.
-func (r *Router) routeRules(ctx context.Context, tx Queryer, eventID string, ev *ingest.Event, out Outcome, now time.Time) (Outcome, error) {
-	patientID := out.PatientID
-	rules, err := Rules(ctx, tx)
-	if err != nil {
-		return out, err
-	}
-	loc := ev.Location
-	if c, ok, err := GetContext(ctx, tx, patientID); err != nil {
-		return out, err
-	} else if ok {
-		loc = c.Location // ADT knows where the patient is now; the result may be stale
-	}
-	for i := range rules {
-		rule := &rules[i]
-		obs := rule.Fires(ev)
-		if obs == nil {
-			continue
-		}
-		fields := FieldsFor(rule, obs, loc)
-		body := Render(rule.Body, fields)
-		dedup := patientID + "|" + rule.ID
-		// Twice at most: when a concurrent router opens the same dedup key
-		// first, the insert does nothing and the second pass updates it.
-		for attempt := 0; attempt < 2; attempt++ {
-			var openID string
-			err := tx.QueryRowContext(ctx, `SELECT id FROM alerts WHERE dedup_key = $1 AND state = $2`, dedup, StateOpen).Scan(&openID)
-			if err == nil {
-				if err := r.update(ctx, tx, openID, eventID, rule.ID, body, now); err != nil {
-					return out, err
-				}
-				out.Updated = append(out.Updated, openID)
-				break
-			}
-			if !errors.Is(err, sql.ErrNoRows) {
-				return out, fmt.Errorf("find open alert: %w", err)
-			}
-			a := &Alert{ID: ids.New("alr"), RuleID: rule.ID, EventID: eventID, PatientID: patientID, DedupKey: dedup,
-				Priority: rule.Priority, Unit: loc.Unit, TargetRole: rule.TargetRole, PolicyID: rule.PolicyID,
-				State: StateOpen, LockText: Render(rule.LockText, fields), Body: body, CreatedAt: now, UpdatedAt: now}
-			inserted, err := insertAlert(ctx, tx, r.sealer, a)
-			if err != nil {
-				return out, err
-			}
-			if !inserted {
-				continue
-			}
-			if _, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
-				Action: "alert.opened", ObjectType: "alert", ObjectID: a.ID, CorrelationID: eventID,
-				Detail: map[string]any{"event_id": eventID, "rule_id": rule.ID, "priority": a.Priority,
-					"unit": a.Unit, "patient_id": patientID, "code": obs.Code}}); err != nil {
-				return out, err
-			}
-			out.Opened = append(out.Opened, a)
-			break
-		}
-	}
-	return out, nil
-}
-
-// update folds a new matching event into an open alert instead of paging again.
-func (r *Router) update(ctx context.Context, tx Queryer, alertID, eventID, ruleID, body string, now time.Time) error {
-	_, err := tx.ExecContext(ctx, `UPDATE alerts SET updates = updates + 1, body = $1, updated_at = $2 WHERE id = $3`,
-		r.sealer.Seal([]byte(body), []byte(alertID)), now.UnixMicro(), alertID)
-	if err != nil {
-		return fmt.Errorf("update alert: %w", err)
-	}
-	_, err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
-		Action: "alert.updated", ObjectType: "alert", ObjectID: alertID, CorrelationID: eventID,
-		Detail: map[string]any{"event_id": eventID, "rule_id": ruleID, "reason": "dedup"}})
 	return err
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/clarion-health/clarion/internal/atrest"
 	"github.com/clarion-health/clarion/internal/db"
 	"github.com/clarion-health/clarion/internal/dbtest"
+	"github.com/clarion-health/clarion/oncall"
 	"github.com/clarion-health/clarion/routing"
 )
 
@@ -28,10 +29,34 @@ func testKeys(tb testing.TB) *atrest.Keyring {
 	return k
 }
 
+// testPolicy is the policy the tests' rules name: a charge nurse, then the
+// failsafe user "sup".
+func testPolicy(id string) oncall.Policy {
+	return oncall.Policy{ID: id, Name: "Policy " + id, Steps: []oncall.Step{
+		{Targets: []oncall.Target{{Kind: oncall.TargetRole, Role: "charge-nurse"}}, DelaySeconds: 60},
+		{Targets: []oncall.Target{{Kind: oncall.TargetUser, UserID: "sup"}}},
+	}}
+}
+
+// putRules saves rules, creating the policies they name when missing
+// (audited as policy.saved before the rules).
 func putRules(tb testing.TB, d *db.DB, now time.Time, rules ...routing.Rule) {
 	tb.Helper()
 	ctx := context.Background()
 	err := d.InTx(ctx, func(tx *sql.Tx) error {
+		for _, r := range rules {
+			if r.PolicyID == "" {
+				continue
+			}
+			if _, err := oncall.GetPolicy(ctx, tx, r.PolicyID); errors.Is(err, oncall.ErrNotFound) {
+				if err := oncall.PutPolicy(ctx, tx, oncall.Actor{Type: audit.ActorUser, ID: "u-admin", Role: "admin"},
+					testPolicy(r.PolicyID)); err != nil {
+					return err
+				}
+			} else if err != nil {
+				return err
+			}
+		}
 		for _, r := range rules {
 			if err := routing.PutRule(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorUser, ActorID: "u-admin",
 				ActorRole: "admin"}, r, now); err != nil {
@@ -258,8 +283,8 @@ func TestRouterAlertLifecycle(t *testing.T) {
 		}
 
 		// Every change was audited, in order, and the chain verifies.
-		want := []string{"rule.saved", "rule.saved", "patient.context_updated", "alert.opened", "alert.updated",
-			"alert.opened", "patient.context_updated"}
+		want := []string{"policy.saved", "rule.saved", "rule.saved", "patient.context_updated", "alert.opened",
+			"routing.no_holder", "alert.updated", "alert.opened", "routing.no_holder", "patient.context_updated"}
 		if got := auditActions(t, d); !slices.Equal(got, want) {
 			t.Errorf("audit actions = %v\nwant %v", got, want)
 		}
@@ -268,7 +293,9 @@ func TestRouterAlertLifecycle(t *testing.T) {
 			t.Fatalf("audit.Verify: n=%d err=%v, want %d records", n, err, len(want))
 		}
 		recs, err := audit.ByCorrelation(ctx, d, "evt_r1")
-		if err != nil || len(recs) != 1 || recs[0].ObjectID != opened.ID || recs[0].Action != "alert.opened" {
+		// Nobody holds charge-nurse in 4W here: the alert goes to the failsafe, said so.
+		if err != nil || len(recs) != 2 || recs[0].ObjectID != opened.ID || recs[0].Action != "alert.opened" ||
+			recs[1].Action != "routing.no_holder" || !opened.Failsafe {
 			t.Fatalf("audit for evt_r1 = %+v, %v", recs, err)
 		}
 		// Audit carries ids and codes, never PHI.
@@ -326,16 +353,27 @@ func TestPutRuleRejectsInvalidAndVersions(t *testing.T) {
 			t.Fatalf("PutRule(bad) = %v, want *InvalidRuleError on lock_text", err)
 		}
 		putRules(t, d, now, potassiumRule())
-		putRules(t, d, now.Add(time.Second), potassiumRule())
+		putRules(t, d, now.Add(time.Second), potassiumRule()) // unchanged: no new version
+		if v := countRows(t, d, `SELECT version FROM rules WHERE id = 'k-crit'`); v != 1 {
+			t.Fatalf("version = %d after saving the same rule twice, want 1", v)
+		}
+		changed := potassiumRule()
+		changed.Body = "{test} {value}"
+		putRules(t, d, now.Add(2*time.Second), changed)
 		if v := countRows(t, d, `SELECT version FROM rules WHERE id = 'k-crit'`); v != 2 {
-			t.Fatalf("version = %d after two saves, want 2", v)
+			t.Fatalf("version = %d after a change, want 2", v)
 		}
 		rules, err := routing.Rules(ctx, d)
-		if err != nil || len(rules) != 1 || rules[0].ID != "k-crit" || rules[0].Body != potassiumRule().Body {
+		if err != nil || len(rules) != 1 || rules[0].ID != "k-crit" || rules[0].Body != changed.Body {
 			t.Fatalf("Rules() = %+v, %v", rules, err)
 		}
-		if n, err := audit.Verify(ctx, d); err != nil || n != 2 {
-			t.Fatalf("audit.Verify: n=%d err=%v, want 2", n, err)
+		vs, err := routing.RuleVersions(ctx, d, "k-crit")
+		if err != nil || len(vs) != 2 || vs[0].Rule.Body != potassiumRule().Body || vs[1].Rule.Body != changed.Body {
+			t.Fatalf("RuleVersions() = %+v, %v", vs, err)
+		}
+		// policy.saved, rule.saved (v1), rule.saved (v2)
+		if n, err := audit.Verify(ctx, d); err != nil || n != 3 {
+			t.Fatalf("audit.Verify: n=%d err=%v, want 3", n, err)
 		}
 	})
 }

@@ -3,23 +3,32 @@ package routing
 import (
 	"context"
 	"database/sql"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/clarion-health/clarion/audit"
 	"github.com/clarion-health/clarion/ingest"
 )
 
 // ErrNotFound is returned for an unknown alert or rule.
 var ErrNotFound = errors.New("not found")
 
-// Alert states.
+// Alert states. A held alert waits for the end of its rule's quiet hours
+// (release_at) before it is paged.
 const (
 	StateOpen     = "open"
 	StateAccepted = "accepted"
 	StateClosed   = "closed"
+	StateHeld     = "held"
+)
+
+// Close reasons (alerts.close_reason) of alerts routing closes.
+const (
+	CloseNormal    = "normal"    // auto-resolve: a later reading was normal
+	CloseAlarmEnd  = "alarm_end" // auto-resolve: the IHE alarm ended
+	CloseTransfer  = "transfer"  // on_transfer: close
+	CloseDischarge = "discharge" // on_discharge: close
+	CloseDedup     = "dedup"     // a held alert folded into an open one on release
 )
 
 // Alert is an open or finished page for one dedup key.
@@ -40,6 +49,19 @@ type Alert struct {
 	CreatedAt  time.Time `json:"created_at"`
 	UpdatedAt  time.Time `json:"updated_at"`
 	AcceptedBy string    `json:"accepted_by,omitempty"`
+	// TargetKind and TargetID are whom the rule targets first (role, team,
+	// user or policy); the engine pages EffectivePolicy.
+	TargetKind string `json:"target_kind,omitempty"`
+	TargetID   string `json:"target_id,omitempty"`
+	// DelayPct scales the policy's step delays (100: as written).
+	DelayPct int `json:"delay_pct"`
+	// Failsafe: nobody held the target when the alert opened, so only the
+	// policy's failsafe step is paged.
+	Failsafe    bool       `json:"failsafe,omitempty"`
+	GroupName   string     `json:"group,omitempty"`
+	ReleaseAt   *time.Time `json:"release_at,omitempty"`
+	ClosedAt    *time.Time `json:"closed_at,omitempty"`
+	CloseReason string     `json:"close_reason,omitempty"`
 	// Body is the rendered message body; it holds PHI and is stored sealed.
 	Body string `json:"-"`
 }
@@ -55,55 +77,6 @@ type Queryer interface {
 type Sealer interface {
 	Seal(plaintext, aad []byte) []byte
 	Open(sealed, aad []byte) ([]byte, error)
-}
-
-// PutRule validates and stores a rule, bumping its version; audited in tx.
-func PutRule(ctx context.Context, tx Queryer, actor audit.Entry, r Rule, now time.Time) error {
-	if err := r.Validate(); err != nil {
-		return err
-	}
-	def, err := json.Marshal(r)
-	if err != nil {
-		return fmt.Errorf("put rule: %w", err)
-	}
-	enabled := 0
-	if r.Enabled {
-		enabled = 1
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO rules (id, name, version, enabled, definition, updated_at)
-		VALUES ($1, $2, 1, $3, $4, $5)
-		ON CONFLICT (id) DO UPDATE SET name = excluded.name, version = rules.version + 1,
-		enabled = excluded.enabled, definition = excluded.definition, updated_at = excluded.updated_at`,
-		r.ID, r.Name, enabled, string(def), now.UnixMicro())
-	if err != nil {
-		return fmt.Errorf("put rule: %w", err)
-	}
-	actor.Action, actor.ObjectType, actor.ObjectID, actor.CorrelationID = "rule.saved", "rule", r.ID, r.ID
-	actor.Detail = map[string]any{"definition": json.RawMessage(def)}
-	_, err = audit.Append(ctx, tx, actor)
-	return err
-}
-
-// Rules returns the enabled rules.
-func Rules(ctx context.Context, q Queryer) ([]Rule, error) {
-	rows, err := q.QueryContext(ctx, `SELECT definition FROM rules WHERE enabled = 1 ORDER BY id`)
-	if err != nil {
-		return nil, fmt.Errorf("load rules: %w", err)
-	}
-	defer rows.Close()
-	var out []Rule
-	for rows.Next() {
-		var def string
-		if err := rows.Scan(&def); err != nil {
-			return nil, fmt.Errorf("load rules: %w", err)
-		}
-		var r Rule
-		if err := json.Unmarshal([]byte(def), &r); err != nil {
-			return nil, fmt.Errorf("load rules: %w", err)
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
 }
 
 // Context is where a patient is now, as ADT last said.
@@ -212,17 +185,20 @@ func reassignAlert(ctx context.Context, tx Queryer, id, patientID, dedupKey stri
 }
 
 const alertColumns = `id, rule_id, event_id, patient_id, dedup_key, priority, unit, target_role, policy_id,
-	state, step, lock_text, body, updates, created_at, updated_at, accepted_by`
+	state, step, lock_text, body, updates, created_at, updated_at, accepted_by, target_kind, target_id, delay_pct,
+	failsafe, group_name, release_at, closed_at, close_reason`
 
 // insertAlert adds an open alert unless one is already open for its dedup
 // key; it reports whether it inserted.
 func insertAlert(ctx context.Context, tx Queryer, sealer Sealer, a *Alert) (bool, error) {
 	res, err := tx.ExecContext(ctx, `INSERT INTO alerts (`+alertColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL, $17, $18, $19, $20, $21, $22,
+		NULL, '')
 		ON CONFLICT (dedup_key) WHERE state = 'open' DO NOTHING`,
 		a.ID, a.RuleID, a.EventID, a.PatientID, a.DedupKey, a.Priority, a.Unit, a.TargetRole, a.PolicyID,
 		a.State, a.Step, a.LockText, sealer.Seal([]byte(a.Body), []byte(a.ID)), a.Updates,
-		a.CreatedAt.UnixMicro(), a.UpdatedAt.UnixMicro())
+		a.CreatedAt.UnixMicro(), a.UpdatedAt.UnixMicro(), a.TargetKind, a.TargetID, a.DelayPct, boolInt(a.Failsafe),
+		a.GroupName, microsOrNil(a.ReleaseAt))
 	if err != nil {
 		return false, fmt.Errorf("insert alert: %w", err)
 	}
@@ -248,12 +224,16 @@ func scanAlert(s scanner, sealer Sealer) (*Alert, error) {
 	var body []byte
 	var created, updated int64
 	var acceptedBy sql.NullString
+	var failsafe int
+	var releaseAt, closedAt sql.NullInt64
 	err := s.Scan(&a.ID, &a.RuleID, &a.EventID, &a.PatientID, &a.DedupKey, &a.Priority, &a.Unit, &a.TargetRole,
-		&a.PolicyID, &a.State, &a.Step, &a.LockText, &body, &a.Updates, &created, &updated, &acceptedBy)
+		&a.PolicyID, &a.State, &a.Step, &a.LockText, &body, &a.Updates, &created, &updated, &acceptedBy,
+		&a.TargetKind, &a.TargetID, &a.DelayPct, &failsafe, &a.GroupName, &releaseAt, &closedAt, &a.CloseReason)
 	if err != nil {
 		return nil, err
 	}
 	a.CreatedAt, a.UpdatedAt, a.AcceptedBy = time.UnixMicro(created).UTC(), time.UnixMicro(updated).UTC(), acceptedBy.String
+	a.Failsafe, a.ReleaseAt, a.ClosedAt = failsafe == 1, timeOrNil(releaseAt), timeOrNil(closedAt)
 	if sealer != nil {
 		plain, err := sealer.Open(body, []byte(a.ID))
 		if err != nil {
@@ -298,4 +278,26 @@ func SetAlertState(ctx context.Context, tx Queryer, id, state string, step int, 
 		return fmt.Errorf("set alert state: %w", err)
 	}
 	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func microsOrNil(t *time.Time) any {
+	if t == nil {
+		return nil
+	}
+	return t.UnixMicro()
+}
+
+func timeOrNil(v sql.NullInt64) *time.Time {
+	if !v.Valid {
+		return nil
+	}
+	t := time.UnixMicro(v.Int64).UTC()
+	return &t
 }

@@ -28,6 +28,7 @@ usage:
   clarion device rotate-key  replace this device's key pair
   clarion audit verify     verify the audit hash chain and its signed checkpoints
   clarion audit export|tail|checkpoint|purge|public-key
+  clarion rules load|export|validate|test  YAML rules and the dry run
   clarion report           response times, escalations, open alerts
   clarion escrow keygen    make the offline escrow key pair (--out FILE [--public-out FILE])
   clarion escrow open      decrypt one message's escrow copy for an audit (audited)
@@ -97,6 +98,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runAudit(ctx, args[1:], stdout, stderr)
 	case "report":
 		return runReport(ctx, args[1:], stdout, stderr)
+	case "rules":
+		return runRules(ctx, args[1:], stdout, stderr)
 	case "escrow":
 		return runEscrow(ctx, args[1:], stdout, stderr)
 	case "loadtest":

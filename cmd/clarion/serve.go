@@ -92,6 +92,7 @@ type app struct {
 	fhirAPI *fhir.API
 	hl7     *hl7Ingest
 	audit   *auditRuntime
+	rules   *routing.Router
 	// oncallIndex answers "who is on call" from memory, kept current as
 	// rosters change; notifier runs the daily coverage check.
 	oncallIndex *oncall.Index
@@ -139,7 +140,11 @@ func openApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (*app, erro
 		return nil, err
 	}
 	a.engine = messaging.NewEngine(a.db, a.keys, a.bus, log, a.now, msgOpts...)
-	a.worker = pipeline.New(a.db, store, routing.NewRouter(a.keys), a.engine, a.keys, a.bus, a.bus, log, a.now)
+	// Routing reads rosters inside its own transaction, like the engine: the
+	// in-memory index would need a second connection (SQLite has one) and
+	// could lag an edit another node just committed.
+	a.rules = routing.NewRouterWithOptions(a.keys, routing.Options{Log: log})
+	a.worker = pipeline.New(a.db, store, a.rules, a.engine, a.keys, a.bus, a.bus, log, a.now)
 	kick := a.worker.Kick
 	if faultsOn() {
 		kick = nil // the crash test needs the event still unrouted when the process dies
@@ -186,7 +191,7 @@ func (a *app) router() *gin.Engine {
 	oncallAPI := oncall.NewAPIWithIndex(a.db, a.log, a.now, a.oncallIndex)
 	oncallAPI.RegisterPublicRoutes(r) // /ical/:token: the secret URL token is the credential
 	oncallAPI.RegisterRoutes(api)
-	routing.NewAPI(a.db, a.log, a.now).RegisterRoutes(api)
+	routing.NewAPI(a.db, a.log, a.now, routing.WithDryRun(a.rules, a.keys, newDryRunDecoder())).RegisterRoutes(api)
 	a.hl7.api.RegisterRoutes(api)
 	a.audit.routes(api)
 	a.fhirAPI.RegisterAdminRoutes(api)

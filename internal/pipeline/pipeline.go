@@ -84,6 +84,9 @@ func (w *Worker) Run(ctx context.Context, poll time.Duration) {
 			return
 		case <-w.kick:
 		case <-t.C:
+			if _, err := w.ReleaseHeld(context.WithoutCancel(ctx)); err != nil {
+				w.log.Error("release held alerts", "error", err)
+			}
 		}
 	}
 }
@@ -93,6 +96,7 @@ func (w *Worker) ProcessOne(ctx context.Context) (bool, error) {
 	now := w.now()
 	var wake []string
 	var opened []*routing.Alert
+	var closed []routing.ClosedAlert
 	var eventID string
 	err := w.db.InTx(ctx, func(tx *sql.Tx) error {
 		st, err := w.events.ClaimNext(ctx, tx)
@@ -107,18 +111,22 @@ func (w *Worker) ProcessOne(ctx context.Context) (bool, error) {
 			return err
 		}
 		patientID := out.PatientID
-		for _, a := range out.Opened {
+		// Opened alerts start their escalation; retargeted ones (their
+		// patient moved unit, their timers cancelled by routing) start it
+		// again in the new unit.
+		for _, a := range append(append([]*routing.Alert{}, out.Opened...), out.Retargeted...) {
 			devs, err := w.engine.Start(ctx, tx, a, now)
 			if err != nil {
 				return err
 			}
 			wake = append(wake, devs...)
 		}
-		opened = out.Opened
+		opened, closed = out.Opened, out.Closed
 		if _, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "pipeline",
 			Action: "event.routed", ObjectType: "event", ObjectID: st.ID, CorrelationID: st.ID,
 			Detail: map[string]any{"kind": string(st.Event.Kind), "patient_id": patientID,
-				"alerts_opened": len(out.Opened), "alerts_updated": len(out.Updated)}}); err != nil {
+				"alerts_opened": len(out.Opened), "alerts_updated": len(out.Updated), "alerts_closed": len(out.Closed),
+				"alerts_held": len(out.Held), "alerts_retargeted": len(out.Retargeted), "suppressed": out.Suppressed}}); err != nil {
 			return err
 		}
 		return w.events.SetState(ctx, tx, st.ID, ingest.StateProcessed, now)
@@ -138,6 +146,21 @@ func (w *Worker) ProcessOne(ctx context.Context) (bool, error) {
 	}
 	delete(w.retries, eventID)
 	w.waker.WakeDevices(wake)
+	w.publishOpened(ctx, eventID, opened, now)
+	for _, c := range closed {
+		// An accepted alert closed by routing is owed a notice to whoever
+		// accepted it: the lifecycle event carries it to the stream.
+		w.log.Info("alert closed", "alert_id", c.ID, "event_id", eventID, "rule_id", c.RuleID, "reason", c.Reason,
+			"previous_state", c.PreviousState)
+		if err := w.pub.PublishAlert(ctx, bus.AlertEvent{Type: "closed", AlertID: c.ID, EventID: eventID, RuleID: c.RuleID,
+			At: now}); err != nil {
+			w.log.Warn("publish alert event", "alert_id", c.ID, "error", err)
+		}
+	}
+	return true, nil
+}
+
+func (w *Worker) publishOpened(ctx context.Context, eventID string, opened []*routing.Alert, now time.Time) {
 	for _, a := range opened {
 		w.log.Info("alert opened", "alert_id", a.ID, "event_id", eventID, "rule_id", a.RuleID, "priority", a.Priority, "unit", a.Unit)
 		if err := w.pub.PublishAlert(ctx, bus.AlertEvent{Type: "opened", AlertID: a.ID, EventID: eventID, RuleID: a.RuleID,
@@ -145,7 +168,36 @@ func (w *Worker) ProcessOne(ctx context.Context) (bool, error) {
 			w.log.Warn("publish alert event", "alert_id", a.ID, "error", err)
 		}
 	}
-	return true, nil
+}
+
+// ReleaseHeld pages the alerts held for quiet hours whose hours have
+// ended, in one transaction with their release; it returns how many.
+func (w *Worker) ReleaseHeld(ctx context.Context) (int, error) {
+	now := w.now()
+	var wake []string
+	var released []*routing.Alert
+	err := w.db.InTx(ctx, func(tx *sql.Tx) error {
+		var err error
+		if released, err = w.router.ReleaseHeld(ctx, tx, w.db.SkipLocked(), now); err != nil {
+			return err
+		}
+		for _, a := range released {
+			devs, err := w.engine.Start(ctx, tx, a, now)
+			if err != nil {
+				return err
+			}
+			wake = append(wake, devs...)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	w.waker.WakeDevices(wake)
+	for _, a := range released {
+		w.publishOpened(ctx, a.EventID, []*routing.Alert{a}, now)
+	}
+	return len(released), nil
 }
 
 func (w *Worker) fail(ctx context.Context, eventID string, now time.Time) {

@@ -1,0 +1,212 @@
+package pipeline_test
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/clarion-health/clarion/audit"
+	"github.com/clarion-health/clarion/ingest"
+	"github.com/clarion-health/clarion/internal/atrest"
+	"github.com/clarion-health/clarion/internal/bus"
+	"github.com/clarion-health/clarion/internal/db"
+	"github.com/clarion-health/clarion/internal/dbtest"
+	"github.com/clarion-health/clarion/internal/pipeline"
+	"github.com/clarion-health/clarion/messaging"
+	"github.com/clarion-health/clarion/oncall"
+	"github.com/clarion-health/clarion/routing"
+)
+
+type recorder struct {
+	mu     sync.Mutex
+	woken  []string
+	events []bus.AlertEvent
+}
+
+func (r *recorder) WakeDevices(ids []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.woken = append(r.woken, ids...)
+}
+
+func (r *recorder) PublishAlert(_ context.Context, ev bus.AlertEvent) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, ev)
+	return nil
+}
+
+type fixture struct {
+	t      *testing.T
+	d      *db.DB
+	store  *ingest.Store
+	worker *pipeline.Worker
+	rec    *recorder
+	now    time.Time
+	n      int
+}
+
+// 23:00 in New York: the quiet hours of the low-priority rule.
+var night = time.Date(2026, 3, 3, 4, 0, 0, 0, time.UTC)
+
+func newFixture(t *testing.T, d *db.DB) *fixture {
+	t.Helper()
+	keys, err := atrest.Parse("k1:" + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{3}, 32)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &fixture{t: t, d: d, store: ingest.NewStore(keys, d.SkipLocked()), rec: &recorder{}, now: night}
+	log := slog.New(slog.DiscardHandler)
+	clock := func() time.Time { return f.now }
+	engine := messaging.NewEngine(d, keys, f.rec, log, clock)
+	f.worker = pipeline.New(d, f.store, routing.NewRouter(keys), engine, keys, f.rec, f.rec, log, clock)
+	ctx := context.Background()
+	by := oncall.Actor{Type: audit.ActorSystem, ID: "test", Role: "admin"}
+	err = d.InTx(ctx, func(tx *sql.Tx) error {
+		for _, u := range []oncall.Unit{{ID: "4W", Name: "4W", TimeZone: "America/New_York"}, {ID: "ICU", Name: "ICU", TimeZone: "America/New_York"}} {
+			if err := oncall.PutUnit(ctx, tx, by, u); err != nil {
+				return err
+			}
+		}
+		for _, s := range []oncall.Shift{{UnitID: "4W", Role: "RN", UserID: "rn1"}, {UnitID: "ICU", Role: "RN", UserID: "icurn"}} {
+			if err := oncall.PutUser(ctx, tx, by, oncall.User{ID: s.UserID, Name: s.UserID}); err != nil {
+				return err
+			}
+			s.Start, s.End = night.Add(-24*time.Hour), night.Add(48*time.Hour)
+			if _, err := oncall.AddShift(ctx, tx, by, s); err != nil {
+				return err
+			}
+		}
+		if err := oncall.PutUser(ctx, tx, by, oncall.User{ID: "sup", Name: "sup"}); err != nil {
+			return err
+		}
+		for _, u := range []string{"rn1", "icurn", "sup"} {
+			_, pub, err := messaging.GenerateKey(messaging.SuiteX25519)
+			if err != nil {
+				return err
+			}
+			if _, err := messaging.RegisterDevice(ctx, tx, audit.Entry{ActorType: audit.ActorSystem, ActorID: "test"},
+				messaging.Device{UserID: u, Name: u, Suite: messaging.SuiteX25519, PublicKey: pub}, night.Add(-time.Hour)); err != nil {
+				return err
+			}
+		}
+		if err := oncall.PutPolicy(ctx, tx, by, oncall.Policy{ID: "nursing", Name: "Nursing", Steps: []oncall.Step{
+			{Targets: []oncall.Target{{Kind: oncall.TargetRole, Role: "RN"}}, DelaySeconds: 60},
+			{Targets: []oncall.Target{{Kind: oncall.TargetUser, UserID: "sup"}}}}}); err != nil {
+			return err
+		}
+		c, err := routing.NewCompiler()
+		if err != nil {
+			return err
+		}
+		rules := []routing.Rule{
+			{ID: "k-crit", Name: "Critical potassium", Enabled: true, Priority: routing.PriorityHigh,
+				Match:  routing.Match{Codes: []routing.Code{{System: "LN", Code: "2823-3"}}, Flags: []string{"HH"}},
+				Target: routing.Target{Role: "RN"}, PolicyID: "nursing", LockText: "{priority} alert on {unit}", Body: "K {value}",
+				AutoResolve: &routing.AutoResolve{OnNormal: true}},
+			{ID: "hr-low-prio", Name: "Heart rate (low priority)", Enabled: true, Priority: routing.PriorityLow,
+				Match:  routing.Match{Codes: []routing.Code{{System: "LN", Code: "8867-4"}}, Above: ptr(110)},
+				Target: routing.Target{Role: "RN"}, PolicyID: "nursing", LockText: "{priority} alert on {unit}", Body: "HR {value}",
+				QuietHours: &routing.QuietHours{From: "22:00", To: "07:00"}},
+		}
+		_, err = routing.ApplyRules(ctx, tx, c, audit.Entry{ActorType: audit.ActorSystem, ActorID: "test"}, rules, false, night)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("seed: %v", err)
+	}
+	return f
+}
+
+func ptr(v float64) *float64 { return &v }
+
+// send stores an event and routes it through the worker.
+func (f *fixture) send(ev *ingest.Event) {
+	f.t.Helper()
+	f.n++
+	ev.Source, ev.SourceID = "TEST", string(rune('a'+f.n))
+	ctx := context.Background()
+	err := f.d.InTx(ctx, func(tx *sql.Tx) error {
+		return f.store.Insert(ctx, tx, "evt_"+ev.SourceID, ev, nil, "AA", f.now)
+	})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if more, err := f.worker.ProcessOne(ctx); err != nil || !more {
+		f.t.Fatalf("ProcessOne: %v %v", more, err)
+	}
+}
+
+func (f *fixture) count(q string, args ...any) int {
+	f.t.Helper()
+	var n int
+	if err := f.d.QueryRowContext(context.Background(), q, args...).Scan(&n); err != nil {
+		f.t.Fatal(err)
+	}
+	return n
+}
+
+func obs(code string, v float64, flags ...string) ingest.Observation {
+	return ingest.Observation{Code: code, System: "LN", Value: "x", Numeric: &v, Units: "u", Flags: flags}
+}
+
+// The worker pages a retargeted alert again in the new unit, publishes a
+// closed alert, and pages a held alert when its quiet hours end.
+func TestWorkerRoutingLifecycle(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		f := newFixture(t, d)
+		patient := ingest.Patient{ID: "MRN1"}
+		f.send(&ingest.Event{Kind: ingest.KindAdmit, Patient: patient, Location: ingest.Location{Unit: "4W", Bed: "1"}})
+		f.send(&ingest.Event{Kind: ingest.KindResult, Patient: patient, Observations: []ingest.Observation{obs("2823-3", 7, "HH")}})
+		if n := f.count(`SELECT COUNT(*) FROM messages WHERE user_id = 'rn1'`); n != 1 {
+			t.Fatalf("rn1 got %d messages, want 1", n)
+		}
+		f.send(&ingest.Event{Kind: ingest.KindTransfer, Patient: patient, Location: ingest.Location{Unit: "ICU", Bed: "2"}})
+		if n := f.count(`SELECT COUNT(*) FROM messages WHERE user_id = 'icurn'`); n != 1 {
+			t.Fatalf("after the transfer icurn got %d messages, want 1 (the alert paged again in ICU)", n)
+		}
+		if n := f.count(`SELECT COUNT(*) FROM escalation_timers WHERE state = 'pending'`); n != 1 {
+			t.Fatalf("%d pending timers after the retarget, want 1 (the old one cancelled)", n)
+		}
+		f.send(&ingest.Event{Kind: ingest.KindResult, Patient: patient, Observations: []ingest.Observation{obs("2823-3", 4.2)}})
+		if n := f.count(`SELECT COUNT(*) FROM escalation_timers WHERE state = 'pending'`); n != 0 {
+			t.Fatalf("%d pending timers after auto-resolve, want 0", n)
+		}
+		f.rec.mu.Lock()
+		var closed int
+		for _, e := range f.rec.events {
+			if e.Type == "closed" {
+				closed++
+			}
+		}
+		f.rec.mu.Unlock()
+		if closed != 1 {
+			t.Fatalf("%d closed lifecycle events, want 1", closed)
+		}
+
+		// Quiet hours: held at 23:00, paged at 07:00 by the worker.
+		f.send(&ingest.Event{Kind: ingest.KindResult, Patient: patient, Observations: []ingest.Observation{obs("8867-4", 130)}})
+		if n := f.count(`SELECT COUNT(*) FROM alerts WHERE state = 'held'`); n != 1 {
+			t.Fatalf("%d held alerts, want 1", n)
+		}
+		before := f.count(`SELECT COUNT(*) FROM messages`)
+		if n, err := f.worker.ReleaseHeld(context.Background()); err != nil || n != 0 {
+			t.Fatalf("ReleaseHeld at night: %d %v", n, err)
+		}
+		f.now = time.Date(2026, 3, 3, 12, 0, 0, 0, time.UTC) // 07:00 in New York
+		if n, err := f.worker.ReleaseHeld(context.Background()); err != nil || n != 1 {
+			t.Fatalf("ReleaseHeld at 07:00: %d %v", n, err)
+		}
+		if got := f.count(`SELECT COUNT(*) FROM messages`); got != before+1 {
+			t.Fatalf("%d messages after the release, want %d", got, before+1)
+		}
+		if n, err := audit.Verify(context.Background(), d); err != nil {
+			t.Fatalf("audit.Verify after %d: %v", n, err)
+		}
+	})
+}
