@@ -240,8 +240,12 @@ func (e *Engine) PurgeExpired(ctx context.Context, now time.Time) (int, error) {
 	return n, err
 }
 
-// RunRetention purges expired messages every `every` until ctx ends.
+// RunRetention purges expired messages every `every` (a minute when not
+// set) until ctx ends.
 func (e *Engine) RunRetention(ctx context.Context, every time.Duration) {
+	if every <= 0 {
+		every = time.Minute
+	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
