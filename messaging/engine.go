@@ -14,6 +14,7 @@ import (
 	"github.com/clarion-health/clarion/internal/atrest"
 	"github.com/clarion-health/clarion/internal/db"
 	"github.com/clarion-health/clarion/internal/ids"
+	"github.com/clarion-health/clarion/internal/loop"
 	"github.com/clarion-health/clarion/oncall"
 	"github.com/clarion-health/clarion/routing"
 )
@@ -564,21 +565,8 @@ func fixAcceptsRequired(ctx context.Context, tx *sql.Tx, a *routing.Alert) error
 
 // acceptedUsers returns the distinct users who accepted the alert.
 func acceptedUsers(ctx context.Context, q Queryer, alertID string) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT DISTINCT user_id FROM messages WHERE alert_id = $1 AND response = 'accept'
-		ORDER BY user_id`, alertID)
-	if err != nil {
-		return nil, fmt.Errorf("accepted users: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			return nil, fmt.Errorf("accepted users: %w", err)
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return queryStrings(ctx, q, "accepted users", `SELECT DISTINCT user_id FROM messages
+		WHERE alert_id = $1 AND response = 'accept' ORDER BY user_id`, alertID)
 }
 
 // lockPendingTimers locks an alert's pending timers in id order.
@@ -829,35 +817,15 @@ func (e *Engine) handOff(ctx context.Context, tx *sql.Tx, alertID string, now ti
 
 // pagedAt returns the users already sent the alert at a rung.
 func pagedAt(ctx context.Context, tx *sql.Tx, alertID string, rung int) ([]string, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT DISTINCT user_id FROM messages WHERE alert_id = $1 AND step = $2 ORDER BY user_id`,
-		alertID, rung)
-	if err != nil {
-		return nil, fmt.Errorf("paged users: %w", err)
-	}
-	defer rows.Close()
-	out := []string{}
-	for rows.Next() {
-		var u string
-		if err := rows.Scan(&u); err != nil {
-			return nil, fmt.Errorf("paged users: %w", err)
-		}
-		out = append(out, u)
-	}
-	return out, rows.Err()
+	return queryStrings(ctx, tx, "paged users", `SELECT DISTINCT user_id FROM messages
+		WHERE alert_id = $1 AND step = $2 ORDER BY user_id`, alertID, rung)
 }
 
 // RunHandoffs checks for shift changes every `every` until ctx ends.
 func (e *Engine) RunHandoffs(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := e.HandOff(ctx, e.now()); err != nil && ctx.Err() == nil {
-				e.log.Error("alert handoff", "error", err)
-			}
+	loop.Every(ctx, every, 30*time.Second, func(ctx context.Context) {
+		if _, err := e.HandOff(ctx, e.now()); err != nil && ctx.Err() == nil {
+			e.log.Error("alert handoff", "error", err)
 		}
-	}
+	})
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/clarion-health/clarion/audit"
 	"github.com/clarion-health/clarion/internal/ids"
+	"github.com/clarion-health/clarion/internal/loop"
 )
 
 // LegalHold keeps the messages of one alert, or of one user, on devices and
@@ -145,41 +146,15 @@ func ListHolds(ctx context.Context, q Queryer, activeOnly bool) ([]LegalHold, er
 
 // holdsCovering returns the ids of active holds on an alert or a user.
 func holdsCovering(ctx context.Context, q Queryer, alertID, userID string) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT id FROM legal_holds WHERE released_at IS NULL AND (alert_id = $1 OR user_id = $2)
-		ORDER BY id`, alertID, userID)
-	if err != nil {
-		return nil, fmt.Errorf("holds: %w", err)
-	}
-	defer rows.Close()
-	out := []string{}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("holds: %w", err)
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
+	return queryStrings(ctx, q, "holds", `SELECT id FROM legal_holds WHERE released_at IS NULL
+		AND (alert_id = $1 OR user_id = $2) ORDER BY id`, alertID, userID)
 }
 
 // devicesCoveredBy returns the devices holding messages of a hold's scope:
 // once the hold is released they are to be told of expired ones.
 func devicesCoveredBy(ctx context.Context, q Queryer, h LegalHold) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT DISTINCT device_id FROM messages WHERE (alert_id = $1 OR user_id = $2)
-		AND device_deleted_at IS NULL ORDER BY device_id`, h.AlertID, h.UserID)
-	if err != nil {
-		return nil, fmt.Errorf("hold devices: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("hold devices: %w", err)
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
+	return queryStrings(ctx, q, "hold devices", `SELECT DISTINCT device_id FROM messages
+		WHERE (alert_id = $1 OR user_id = $2) AND device_deleted_at IS NULL ORDER BY device_id`, h.AlertID, h.UserID)
 }
 
 // purgeBatch is how many messages one retention transaction empties.
@@ -243,17 +218,7 @@ func (e *Engine) PurgeExpired(ctx context.Context, now time.Time) (int, error) {
 // RunRetention purges expired messages every `every` (a minute when not
 // set) until ctx ends.
 func (e *Engine) RunRetention(ctx context.Context, every time.Duration) {
-	if every <= 0 {
-		every = time.Minute
-	}
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	loop.Every(ctx, every, time.Minute, func(ctx context.Context) {
 		for ctx.Err() == nil {
 			n, err := e.PurgeExpired(ctx, e.now())
 			if err != nil {
@@ -269,29 +234,16 @@ func (e *Engine) RunRetention(ctx context.Context, every time.Duration) {
 				break
 			}
 		}
-	}
+	})
 }
 
 // ExpiredOnDevice returns the ids of a device's messages, up to sequence
 // upTo (what the device holds), that expired by now, that it has not
 // confirmed deleting and that no hold covers: the device is to delete them.
 func ExpiredOnDevice(ctx context.Context, q Queryer, deviceID string, upTo int64, now time.Time, limit int) ([]string, error) {
-	rows, err := q.QueryContext(ctx, `SELECT m.id FROM messages m WHERE m.device_id = $1 AND m.seq <= $2
+	return queryStrings(ctx, q, "expired on device", `SELECT m.id FROM messages m WHERE m.device_id = $1 AND m.seq <= $2
 		AND m.expires_at <= $3 AND m.device_deleted_at IS NULL AND `+notHeld("m")+` ORDER BY m.seq LIMIT $4`,
 		deviceID, upTo, now.UnixMicro(), limit)
-	if err != nil {
-		return nil, fmt.Errorf("expired on device: %w", err)
-	}
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("expired on device: %w", err)
-		}
-		out = append(out, id)
-	}
-	return out, rows.Err()
 }
 
 // NextExpiry returns when the next of a device's messages up to upTo that

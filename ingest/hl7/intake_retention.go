@@ -10,6 +10,7 @@ import (
 	"github.com/clarion-health/clarion/audit"
 	"github.com/clarion-health/clarion/ingest"
 	"github.com/clarion-health/clarion/internal/db"
+	"github.com/clarion-health/clarion/internal/loop"
 )
 
 // DefaultRawRetention is how long raw messages are kept (sealed).
@@ -36,18 +37,11 @@ type Purged struct {
 
 // Run purges every interval until ctx ends.
 func (r *Retention) Run(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, err := r.PurgeOnce(ctx, r.Now()); err != nil && ctx.Err() == nil {
-				r.Log.Error("raw message retention failed", "error", err)
-			}
+	loop.Every(ctx, every, time.Hour, func(ctx context.Context) {
+		if _, err := r.PurgeOnce(ctx, r.Now()); err != nil && ctx.Err() == nil {
+			r.Log.Error("raw message retention failed", "error", err)
 		}
-	}
+	})
 }
 
 // PurgeOnce purges what is older than the retention at now.

@@ -14,6 +14,7 @@ import (
 	"github.com/clarion-health/clarion/ingest"
 	"github.com/clarion-health/clarion/internal/db"
 	"github.com/clarion-health/clarion/internal/ids"
+	"github.com/clarion-health/clarion/internal/loop"
 )
 
 // AlarmWatchdogLost is Alarm.Source of the technical alarm Clarion raises
@@ -95,18 +96,11 @@ func (w *Watchdog) Seen(ctx context.Context, tx ingest.Tx, reporter string, at t
 
 // Run checks every interval until ctx ends.
 func (w *Watchdog) Run(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if _, _, err := w.Check(ctx, w.now()); err != nil && ctx.Err() == nil {
-				w.log.Error("watchdog check failed", "error", err)
-			}
+	loop.Every(ctx, every, 10*time.Second, func(ctx context.Context) {
+		if _, _, err := w.Check(ctx, w.now()); err != nil && ctx.Err() == nil {
+			w.log.Error("watchdog check failed", "error", err)
 		}
-	}
+	})
 }
 
 // Check raises an alarm for each reporter silent for longer than its
