@@ -68,47 +68,12 @@ type Execer interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
-// Append adds e to the chain within tx. Advancing the single head row locks
-// it until tx ends, so concurrent writers (several nodes included) append
-// one after another and the chain stays linear.
-func Append(ctx context.Context, tx Execer, e Entry) (Record, error) {
-	if e.Outcome == "" {
-		e.Outcome = "success"
-	}
-	if e.At.IsZero() {
-		e.At = time.Now()
-	}
-	detail := []byte("{}")
-	if len(e.Detail) > 0 {
-		var err error
-		if detail, err = json.Marshal(e.Detail); err != nil {
-			return Record{}, fmt.Errorf("audit detail: %w", err)
-		}
-	}
-	r := Record{
-		At: e.At.UTC().Truncate(time.Microsecond), ActorType: e.ActorType, ActorID: e.ActorID, ActorRole: e.ActorRole,
-		Action: e.Action, ObjectType: e.ObjectType, ObjectID: e.ObjectID, Outcome: e.Outcome,
-		CorrelationID: e.CorrelationID, SourceAddr: e.SourceAddr, DeviceID: e.DeviceID, Detail: detail,
-		HashVersion: CurrentHashVersion,
-	}
-	err := tx.QueryRowContext(ctx,
-		`UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash`).Scan(&r.Seq, &r.PrevHash)
-	if err != nil {
-		return Record{}, fmt.Errorf("audit head: %w", err)
-	}
-	r.Hash = r.computeHash()
-	if _, err := tx.ExecContext(ctx, `UPDATE audit_head SET hash = $1 WHERE id = 1`, r.Hash); err != nil {
-		return Record{}, fmt.Errorf("audit head: %w", err)
-	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO audit_log (seq, at, actor_type, actor_id, actor_role, action,
-		object_type, object_id, outcome, correlation_id, detail, prev_hash, hash, source_addr, device_id, hash_version)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)`,
-		r.Seq, r.At.UnixMicro(), r.ActorType, r.ActorID, r.ActorRole, r.Action, r.ObjectType, r.ObjectID,
-		r.Outcome, r.CorrelationID, string(r.Detail), r.PrevHash, r.Hash, r.SourceAddr, r.DeviceID, r.HashVersion)
-	if err != nil {
-		return Record{}, fmt.Errorf("audit insert: %w", err)
-	}
-	return r, nil
+// Append records e within tx. The record is written to audit_pending and
+// commits (or rolls back) with tx; Chain links it into the hash chain right
+// after, in commit order. Appending takes no lock shared with other
+// transactions, so audited changes on every node commit side by side.
+func Append(ctx context.Context, tx Execer, e Entry) error {
+	return AppendBatch(ctx, tx, []Entry{e})
 }
 
 // Querier runs read queries (a *sql.DB or *sql.Tx).

@@ -30,7 +30,7 @@ func appendAt(t testing.TB, d *db.DB, n int, at time.Time) {
 	ctx := context.Background()
 	for i := 0; i < n; i++ {
 		err := d.InTx(ctx, func(tx *sql.Tx) error {
-			_, err := audit.Append(ctx, tx, audit.Entry{At: at, ActorType: audit.ActorSystem, ActorID: "test",
+			err := audit.Append(ctx, tx, audit.Entry{At: at, ActorType: audit.ActorSystem, ActorID: "test",
 				Action: "test.step", ObjectType: "thing", ObjectID: fmt.Sprint(i), CorrelationID: "c1",
 				Detail: map[string]any{"i": i}})
 			return err
@@ -38,6 +38,15 @@ func appendAt(t testing.TB, d *db.DB, n int, at time.Time) {
 		if err != nil {
 			t.Fatal(err)
 		}
+	}
+	chainAll(t, d)
+}
+
+// chainAll links every pending record into the chain.
+func chainAll(t testing.TB, d *db.DB) {
+	t.Helper()
+	if err := audit.ChainAll(context.Background(), d); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -266,13 +275,14 @@ func TestVersionOneRecordsStillVerify(t *testing.T) {
 			t.Fatal(err)
 		}
 		err := d.InTx(ctx, func(tx *sql.Tx) error {
-			_, err := audit.Append(ctx, tx, audit.Entry{ActorType: audit.ActorUser, ActorID: "u1", Action: "new.step",
+			err := audit.Append(ctx, tx, audit.Entry{ActorType: audit.ActorUser, ActorID: "u1", Action: "new.step",
 				SourceAddr: "10.1.2.3", DeviceID: "dev_1"})
 			return err
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
+		chainAll(t, d)
 		if n, err := audit.Verify(ctx, d); err != nil || n != 3 {
 			t.Fatalf("mixed v1/v2 chain: n=%d err=%v", n, err)
 		}
@@ -324,7 +334,7 @@ func TestBatchAndSingleAppendsShareOneChain(t *testing.T) {
 		ctx := context.Background()
 		appendN(t, d, 2)
 		err := d.InTx(ctx, func(tx *sql.Tx) error {
-			_, err := audit.AppendBatch(ctx, tx, []audit.Entry{
+			err := audit.AppendBatch(ctx, tx, []audit.Entry{
 				{ActorType: audit.ActorSystem, ActorID: "b", Action: "batch.one"},
 				{ActorType: audit.ActorSystem, ActorID: "b", Action: "batch.two"},
 			})

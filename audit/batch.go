@@ -12,46 +12,63 @@ import (
 // below both PostgreSQL's and SQLite's parameter limits.
 const batchRows = 200
 
-// AppendBatch adds entries to the chain within tx, in order, as if Append
-// were called for each: the records, sequence numbers and hashes are the
-// same (it builds records as Append does and hashes them with the same
-// computeHash; keep newRecord and the column list in step with Append). It advances the head once and inserts the records in multi-row
-// statements, so a group commit of many messages holds the head row for a
-// few statements instead of three per record.
-func AppendBatch(ctx context.Context, tx Execer, entries []Entry) ([]Record, error) {
-	if len(entries) == 0 {
-		return nil, nil
-	}
-	recs := make([]Record, len(entries))
-	for i, e := range entries {
-		r, err := newRecord(e)
-		if err != nil {
-			return nil, err
-		}
-		recs[i] = r
-	}
-	var last int64
-	var prev string
-	err := tx.QueryRowContext(ctx, `UPDATE audit_head SET seq = seq + $1 WHERE id = 1 RETURNING seq, hash`,
-		int64(len(recs))).Scan(&last, &prev)
+// AppendBatch records entries within tx, in order, as Append does for one:
+// a multi-row INSERT into audit_pending, whatever the batch size.
+func AppendBatch(ctx context.Context, tx Execer, entries []Entry) error {
+	stmts, err := pendingSQL(entries)
 	if err != nil {
-		return nil, fmt.Errorf("audit head: %w", err)
+		return err
 	}
-	first := last - int64(len(recs)) + 1
-	for i := range recs {
-		recs[i].Seq, recs[i].PrevHash = first+int64(i), prev
-		recs[i].Hash = recs[i].computeHash()
-		prev = recs[i].Hash
-	}
-	if _, err := tx.ExecContext(ctx, `UPDATE audit_head SET hash = $1 WHERE id = 1`, prev); err != nil {
-		return nil, fmt.Errorf("audit head: %w", err)
-	}
-	for start := 0; start < len(recs); start += batchRows {
-		if err := insertRecords(ctx, tx, recs[start:min(start+batchRows, len(recs))]); err != nil {
-			return nil, err
+	for _, st := range stmts {
+		if _, err := tx.ExecContext(ctx, st.query, st.args...); err != nil {
+			return fmt.Errorf("audit insert: %w", err)
 		}
 	}
-	return recs, nil
+	return nil
+}
+
+// Queue sends statements to the database together with others (*db.Pipe
+// is one).
+type Queue interface {
+	Exec(query string, args ...any)
+}
+
+// QueueBatch is AppendBatch on a queue: the records are written when the
+// queue is sent, within its transaction.
+func QueueBatch(q Queue, entries []Entry) error {
+	stmts, err := pendingSQL(entries)
+	for _, st := range stmts {
+		q.Exec(st.query, st.args...)
+	}
+	return err
+}
+
+type statement struct {
+	query string
+	args  []any
+}
+
+// pendingSQL builds the multi-row INSERTs of entries into audit_pending,
+// batchRows records a statement, with keys in the entries' order.
+func pendingSQL(entries []Entry) ([]statement, error) {
+	const cols = 14
+	var out []statement
+	for start := 0; start < len(entries); start += batchRows {
+		chunk := entries[start:min(start+batchRows, len(entries))]
+		args := make([]any, 0, len(chunk)*cols)
+		for _, e := range chunk {
+			r, err := newRecord(e)
+			if err != nil {
+				return nil, err
+			}
+			args = append(args, nextPendingKey(), r.At.UnixMicro(), r.ActorType, r.ActorID, r.ActorRole, r.Action,
+				r.ObjectType, r.ObjectID, r.Outcome, r.CorrelationID, string(r.Detail), r.SourceAddr, r.DeviceID,
+				r.HashVersion)
+		}
+		out = append(out, statement{`INSERT INTO audit_pending (id, ` + pendingColumns + `) VALUES ` +
+			placeholders(len(chunk), cols), args})
+	}
+	return out, nil
 }
 
 // newRecord applies Append's defaults to e.
@@ -77,14 +94,32 @@ func newRecord(e Entry) (Record, error) {
 	}, nil
 }
 
+// pendingColumns are the columns of audit_pending after its key, in the
+// order insertPending binds them and scanPending reads them.
+const pendingColumns = `at, actor_type, actor_id, actor_role, action, object_type, object_id, outcome,
+	correlation_id, detail, source_addr, device_id, hash_version`
+
+// insertRecords writes chained records to audit_log in one statement.
 func insertRecords(ctx context.Context, tx Execer, recs []Record) error {
 	const cols = 16
-	var q strings.Builder
-	q.WriteString(`INSERT INTO audit_log (seq, at, actor_type, actor_id, actor_role, action,
-		object_type, object_id, outcome, correlation_id, detail, prev_hash, hash, source_addr, device_id,
-		hash_version) VALUES `)
 	args := make([]any, 0, len(recs)*cols)
-	for i, r := range recs {
+	for _, r := range recs {
+		args = append(args, r.Seq, r.At.UnixMicro(), r.ActorType, r.ActorID, r.ActorRole, r.Action, r.ObjectType,
+			r.ObjectID, r.Outcome, r.CorrelationID, string(r.Detail), r.PrevHash, r.Hash, r.SourceAddr, r.DeviceID,
+			r.HashVersion)
+	}
+	q := `INSERT INTO audit_log (seq, at, actor_type, actor_id, actor_role, action, object_type, object_id, outcome,
+		correlation_id, detail, prev_hash, hash, source_addr, device_id, hash_version) VALUES ` + placeholders(len(recs), cols)
+	if _, err := tx.ExecContext(ctx, q, args...); err != nil {
+		return fmt.Errorf("audit insert: %w", err)
+	}
+	return nil
+}
+
+// placeholders is "($1, …, $cols), (…)" for rows rows.
+func placeholders(rows, cols int) string {
+	var q strings.Builder
+	for i := range rows {
 		if i > 0 {
 			q.WriteByte(',')
 		}
@@ -96,12 +131,6 @@ func insertRecords(ctx context.Context, tx Execer, recs []Record) error {
 			fmt.Fprintf(&q, "$%d", i*cols+c+1)
 		}
 		q.WriteByte(')')
-		args = append(args, r.Seq, r.At.UnixMicro(), r.ActorType, r.ActorID, r.ActorRole, r.Action, r.ObjectType,
-			r.ObjectID, r.Outcome, r.CorrelationID, string(r.Detail), r.PrevHash, r.Hash, r.SourceAddr, r.DeviceID,
-			r.HashVersion)
 	}
-	if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
-		return fmt.Errorf("audit insert: %w", err)
-	}
-	return nil
+	return q.String()
 }

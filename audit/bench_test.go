@@ -39,7 +39,7 @@ var benchEntry = audit.Entry{ActorType: audit.ActorSystem, ActorID: "routing", A
 
 func appendOne(ctx context.Context, d *db.DB) error {
 	return d.InTx(ctx, func(tx *sql.Tx) error {
-		_, err := audit.Append(ctx, tx, benchEntry)
+		err := audit.Append(ctx, tx, benchEntry)
 		return err
 	})
 }

@@ -57,17 +57,15 @@ func (c Checkpoint) Verify(keys []ed25519.PublicKey) bool {
 }
 
 // WriteCheckpoint signs the chain head inside tx and appends the
-// audit.checkpointed record. It locks the head row first, so no record is
+// audit.checkpointed record right after the signed one. It locks the head row first, so no record is
 // appended between reading the head and signing it. It returns false when
 // there is nothing new to sign.
 func WriteCheckpoint(ctx context.Context, tx Execer, s *Signer, now time.Time) (Checkpoint, bool, error) {
 	if s == nil {
 		return Checkpoint{}, false, ErrNoSigningKey
 	}
-	var seq int64
-	var hash string
-	if err := tx.QueryRowContext(ctx, `UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash`).
-		Scan(&seq, &hash); err != nil {
+	seq, hash, err := lockHead(ctx, tx)
+	if err != nil {
 		return Checkpoint{}, false, fmt.Errorf("audit checkpoint: %w", err)
 	}
 	last, err := lastCheckpoint(ctx, tx)
@@ -82,7 +80,7 @@ func WriteCheckpoint(ctx context.Context, tx Execer, s *Signer, now time.Time) (
 		VALUES ($1, $2, $3, $4, $5)`, c.Seq, c.Hash, c.At.UnixMicro(), c.KeyID, c.Signature); err != nil {
 		return Checkpoint{}, false, fmt.Errorf("audit checkpoint: %w", err)
 	}
-	_, err = Append(ctx, tx, Entry{At: now, ActorType: ActorSystem, ActorID: "audit", Action: ActionCheckpointed,
+	err = appendChained(ctx, tx, Entry{At: now, ActorType: ActorSystem, ActorID: "audit", Action: ActionCheckpointed,
 		ObjectType: "audit_checkpoint", ObjectID: strconv.FormatInt(c.Seq, 10),
 		Detail: map[string]any{"seq": c.Seq, "hash": c.Hash, "at": c.At.Format(time.RFC3339Nano),
 			"key_id": c.KeyID, "signature": c.Signature}})

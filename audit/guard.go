@@ -13,7 +13,8 @@ const PurgeSetting = "clarion.audit_purge"
 
 // guardSQL installs, on PostgreSQL, statement-level triggers that refuse
 // UPDATE and TRUNCATE of audit_log and audit_checkpoints always, and DELETE
-// unless PurgeSetting is on. The advisory lock keeps nodes starting
+// unless PurgeSetting is on; and UPDATE and TRUNCATE of audit_pending,
+// whose rows only Chain deletes (as it links them). The advisory lock keeps nodes starting
 // together from racing on CREATE OR REPLACE FUNCTION.
 var guardSQL = []string{
 	`SELECT pg_advisory_xact_lock(7283514)`,
@@ -28,6 +29,9 @@ END
 $$`,
 	`DROP TRIGGER IF EXISTS audit_log_guard ON audit_log`,
 	`CREATE TRIGGER audit_log_guard BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_log
+		FOR EACH STATEMENT EXECUTE FUNCTION clarion_audit_guard()`,
+	`DROP TRIGGER IF EXISTS audit_pending_guard ON audit_pending`,
+	`CREATE TRIGGER audit_pending_guard BEFORE UPDATE OR TRUNCATE ON audit_pending
 		FOR EACH STATEMENT EXECUTE FUNCTION clarion_audit_guard()`,
 	`DROP TRIGGER IF EXISTS audit_checkpoints_guard ON audit_checkpoints`,
 	`CREATE TRIGGER audit_checkpoints_guard BEFORE UPDATE OR DELETE OR TRUNCATE ON audit_checkpoints
@@ -56,11 +60,12 @@ func InstallGuards(ctx context.Context, d TxBeginner, postgres bool) error {
 	var n int
 	if err := d.QueryRowContext(ctx, `SELECT COUNT(*) FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
 		WHERE pg_table_is_visible(c.oid) AND NOT t.tgisinternal AND t.tgenabled <> 'D'
-		AND (c.relname, t.tgname) IN (('audit_log', 'audit_log_guard'), ('audit_checkpoints', 'audit_checkpoints_guard'))`).
+		AND (c.relname, t.tgname) IN (('audit_log', 'audit_log_guard'), ('audit_checkpoints', 'audit_checkpoints_guard'),
+			('audit_pending', 'audit_pending_guard'))`).
 		Scan(&n); err != nil {
 		return fmt.Errorf("audit guard: %w", err)
 	}
-	if n == 2 {
+	if n == 3 {
 		return nil
 	}
 	return inTx(ctx, d, func(tx *sql.Tx) error {

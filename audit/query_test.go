@@ -27,10 +27,11 @@ func seedQueryLog(t *testing.T, d *db.DB) {
 	}
 	for i, e := range entries {
 		e.At = t0.Add(time.Duration(i) * time.Hour)
-		if err := d.InTx(ctx, func(tx *sql.Tx) error { _, err := audit.Append(ctx, tx, e); return err }); err != nil {
+		if err := d.InTx(ctx, func(tx *sql.Tx) error { return audit.Append(ctx, tx, e) }); err != nil {
 			t.Fatal(err)
 		}
 	}
+	chainAll(t, d)
 }
 
 func TestQueryFilters(t *testing.T) {

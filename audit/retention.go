@@ -75,8 +75,7 @@ func Purge(ctx context.Context, d PurgeDB, o PurgeOptions) (PurgeResult, error) 
 		e.At, e.Action, e.ObjectType, e.ObjectID = o.Now, ActionPurged, "audit_log", "chain"
 		e.Detail = map[string]any{"through_seq": res.ThroughSeq, "deleted": res.Deleted,
 			"checkpoints_deleted": res.Checkpoints, "horizon": o.Horizon.UTC().Format(time.RFC3339)}
-		_, err = Append(ctx, tx, e)
-		return err
+		return appendChained(ctx, tx, e)
 	})
 	return res, err
 }

@@ -26,6 +26,9 @@ type Result struct {
 	LastCheckpoint    int64 `json:"last_checkpoint"`
 	AnchorSeq         int64 `json:"anchor_seq,omitempty"` // the checkpoint a purged chain starts from
 	SignaturesChecked bool  `json:"signatures_checked"`
+	// Pending is how many committed records await Chain: they are not part
+	// of the chain yet, so this walk did not cover them.
+	Pending int64 `json:"pending"`
 }
 
 // Unanchored is how many records after the last checkpoint are protected
@@ -159,7 +162,8 @@ func VerifyAll(ctx context.Context, q Querier, opts VerifyOptions) (Result, erro
 		return res, &Problem{Seq: 1, Reason: fmt.Sprintf(
 			"records 1 to %d are missing and no %s record accounts for them", anchor, ActionPurged)}
 	}
-	return res, nil
+	res.Pending, err = Pending(ctx, q)
+	return res, err
 }
 
 // prevCheckpoint is the checkpoint before seq (0 for the chain's start).

@@ -18,6 +18,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/clarion-health/clarion/audit"
 	"github.com/clarion-health/clarion/fhir/decode"
 	"github.com/clarion-health/clarion/ingest"
 	"github.com/clarion-health/clarion/internal/atrest"
@@ -212,6 +213,9 @@ func (f *fixture) events() []ingest.Stored {
 
 func (f *fixture) auditActions() []string {
 	f.t.Helper()
+	if err := audit.ChainAll(context.Background(), f.db); err != nil {
+		f.t.Fatal(err)
+	}
 	rows, err := f.db.Query(`SELECT action FROM audit_log ORDER BY seq`)
 	if err != nil {
 		f.t.Fatal(err)

@@ -347,7 +347,7 @@ func (a *API) flush(ctx context.Context, tx *sql.Tx, p *pending, now time.Time) 
 	if err := insertResources(ctx, tx, p.resources, p.keys, now); err != nil {
 		return err
 	}
-	_, err = audit.AppendBatch(ctx, tx, p.audits)
+	err = audit.AppendBatch(ctx, tx, p.audits)
 	return err
 }
 
@@ -414,7 +414,7 @@ func (a *API) reject(ctx context.Context, s sender, raw []byte, derr *decode.Err
 			AckCode: strconv.Itoa(derr.Status), Code: derr.Status, Reason: summary, Raw: raw, At: now}); err != nil {
 			return err
 		}
-		_, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorIntegration, ActorID: s.actorID,
+		err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorIntegration, ActorID: s.actorID,
 			ActorRole: s.role, Action: "ingest.rejected", ObjectType: "rejected_message", ObjectID: id, CorrelationID: id,
 			Outcome: "failure", Detail: map[string]any{"status": derr.Status, "issue_codes": codes, "expressions": paths,
 				"via": s.via, "source": s.source}})

@@ -1,6 +1,7 @@
 package fhir
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/clarion-health/clarion/audit"
 	"github.com/clarion-health/clarion/fhir/decode"
 	"github.com/clarion-health/clarion/fhir/outbound"
 	"github.com/clarion-health/clarion/internal/auth"
@@ -369,6 +371,7 @@ func (a *API) run(c *gin.Context, typ string, q query) (entries []outbound.Entry
 			last = m.ID
 		}
 	case "AuditEvent":
+		a.linkAudit(ctx)
 		recs, err := searchAudit(ctx, a.db, q.f, q.count+1)
 		if err != nil {
 			return nil, "", false, err
@@ -443,6 +446,7 @@ func (a *API) read(c *gin.Context, typ, id string) {
 			return
 		}
 		f.add("seq = ?", seq)
+		a.linkAudit(ctx)
 		recs, err := searchAudit(ctx, a.db, f, 1)
 		if err != nil {
 			a.internal(c, err)
@@ -459,4 +463,13 @@ func (a *API) read(c *gin.Context, typ, id string) {
 	}
 	c.Header("ETag", `W/"1"`)
 	a.write(c, http.StatusOK, body)
+}
+
+// linkAudit chains the audit records committed but not linked yet, so an
+// AuditEvent read sees everything up to the moment of asking. A failure
+// leaves them to the Chainer.
+func (a *API) linkAudit(ctx context.Context) {
+	if err := audit.ChainAll(ctx, a.db); err != nil {
+		a.log.Warn("audit chain before read", "error", err)
+	}
 }

@@ -53,13 +53,13 @@ func seedAlerts(t *testing.T, f *fixture) (base time.Time) {
 			}
 		}
 		for i := 0; i < 3; i++ {
-			if _, err := audit.Append(ctx, tx, audit.Entry{At: base.Add(time.Duration(i) * time.Minute), ActorType: audit.ActorSystem,
+			if err := audit.Append(ctx, tx, audit.Entry{At: base.Add(time.Duration(i) * time.Minute), ActorType: audit.ActorSystem,
 				ActorID: "routing", Action: "alert.opened", ObjectType: "alert", ObjectID: fmt.Sprintf("alr_0%d", i+1),
 				CorrelationID: "evt_1", Detail: map[string]any{"patient_id": []string{"pt_a", "pt_a", "pt_b"}[i]}}); err != nil {
 				return err
 			}
 		}
-		_, err := audit.Append(ctx, tx, audit.Entry{At: base.Add(time.Hour), ActorType: audit.ActorIntegration, ActorID: "lab",
+		err := audit.Append(ctx, tx, audit.Entry{At: base.Add(time.Hour), ActorType: audit.ActorIntegration, ActorID: "lab",
 			Action: "ingest.rejected", ObjectType: "rejected_message", ObjectID: "rej_1", Outcome: "failure"})
 		return err
 	})

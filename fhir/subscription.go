@@ -287,7 +287,7 @@ func (a *API) handleNotification(ctx context.Context, sub Subscription, s sender
 					Diagnostics: fmt.Sprintf("events %d to %d were missed; fetching them failed, will retry", from, to)})
 			}
 			if err := a.db.InTx(ctx, func(tx *sql.Tx) error {
-				_, err := audit.Append(ctx, tx, audit.Entry{At: a.now(), ActorType: audit.ActorSystem, ActorID: "fhir",
+				err := audit.Append(ctx, tx, audit.Entry{At: a.now(), ActorType: audit.ActorSystem, ActorID: "fhir",
 					Action: "fhir.subscription_gap", ObjectType: "fhir_subscription", ObjectID: sub.ID,
 					CorrelationID: sub.ID, Outcome: outcome, Detail: detail})
 				return err
@@ -310,7 +310,7 @@ func (a *API) handleNotification(ctx context.Context, sub Subscription, s sender
 		if st.Type != NotifyHandshake {
 			return nil
 		}
-		_, err := audit.Append(ctx, tx, audit.Entry{At: a.now(), ActorType: audit.ActorIntegration, ActorID: s.actorID,
+		err := audit.Append(ctx, tx, audit.Entry{At: a.now(), ActorType: audit.ActorIntegration, ActorID: s.actorID,
 			ActorRole: s.role, Action: "fhir.subscription_handshake", ObjectType: "fhir_subscription", ObjectID: sub.ID,
 			CorrelationID: sub.ID})
 		return err
@@ -554,7 +554,7 @@ func (a *API) putSubscription(c *gin.Context) {
 		if err := putSubscription(c.Request.Context(), tx, a.keys, s, now); err != nil {
 			return err
 		}
-		_, err := audit.Append(c.Request.Context(), tx, audit.Entry{At: now, ActorType: p.Kind, ActorID: p.Subject,
+		err := audit.Append(c.Request.Context(), tx, audit.Entry{At: now, ActorType: p.Kind, ActorID: p.Subject,
 			ActorRole: p.Role, Action: "fhir.subscription_saved", ObjectType: "fhir_subscription", ObjectID: s.ID,
 			CorrelationID: s.ID, Detail: map[string]any{"source_host": u.Host, "remote_id": s.RemoteID,
 				"token_set": s.Token != ""}})

@@ -31,6 +31,21 @@ type Tx interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
 }
 
+// Queue sends statements to the database together, in one round trip on
+// PostgreSQL (*db.Pipe is one): the intakes write a batch of messages with
+// a couple of round trips whatever its size.
+type Queue interface {
+	Exec(query string, args ...any)
+	Query(scan func(Rows) error, query string, args ...any)
+}
+
+// Rows is what a queued query's scan function reads.
+type Rows = interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
 // Store keeps events durably, sealed, with their dedup key.
 type Store struct {
 	sealer     Sealer
@@ -131,14 +146,21 @@ type Rejected struct {
 
 // Reject keeps a message that was refused, sealed, for an analyst to inspect.
 func (s *Store) Reject(ctx context.Context, tx Tx, r Rejected) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO rejected_messages (id, source, control_id, identity, ack_code,
-		received_at, error_code, error_text, raw) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
-		r.ID, r.Source, r.ControlID, r.Identity, r.AckCode, r.At.UnixMicro(), r.Code, r.Reason,
-		s.sealer.Seal(r.Raw, []byte(r.ID)))
-	if err != nil {
+	if _, err := tx.ExecContext(ctx, rejectSQL, s.rejectArgs(r)...); err != nil {
 		return fmt.Errorf("keep rejected message: %w", err)
 	}
 	return nil
+}
+
+// QueueReject is Reject on a queue.
+func (s *Store) QueueReject(q Queue, r Rejected) { q.Exec(rejectSQL, s.rejectArgs(r)...) }
+
+const rejectSQL = `INSERT INTO rejected_messages (id, source, control_id, identity, ack_code,
+	received_at, error_code, error_text, raw) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`
+
+func (s *Store) rejectArgs(r Rejected) []any {
+	return []any{r.ID, r.Source, r.ControlID, r.Identity, r.AckCode, r.At.UnixMicro(), r.Code, r.Reason,
+		s.sealer.Seal(r.Raw, []byte(r.ID))}
 }
 
 // Stored is an event read back from the store.
@@ -171,6 +193,60 @@ func (s *Store) ClaimNext(ctx context.Context, tx Tx) (*Stored, error) {
 		return &st, fmt.Errorf("decode event %s: %w", st.ID, err)
 	}
 	return &st, nil
+}
+
+// ClaimBatch returns up to limit pending events, oldest first, locked for
+// this transaction on PostgreSQL so another node skips them. An event that
+// cannot be opened or decoded fails the whole call: ClaimNext, one at a
+// time, then names it.
+func (s *Store) ClaimBatch(ctx context.Context, tx Tx, limit int) ([]Stored, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT id, received_at, payload FROM events WHERE state = $1
+		ORDER BY received_at, id LIMIT $2`+s.skipLocked, StatePending, limit)
+	if err != nil {
+		return nil, fmt.Errorf("claim events: %w", err)
+	}
+	defer rows.Close()
+	var out []Stored
+	for rows.Next() {
+		var st Stored
+		var received int64
+		var payload []byte
+		if err := rows.Scan(&st.ID, &received, &payload); err != nil {
+			return nil, fmt.Errorf("claim events: %w", err)
+		}
+		st.ReceivedAt = time.UnixMicro(received)
+		plain, err := s.sealer.Open(payload, []byte(st.ID))
+		if err != nil {
+			return nil, fmt.Errorf("open event %s: %w", st.ID, err)
+		}
+		if err := json.Unmarshal(plain, &st.Event); err != nil {
+			return nil, fmt.Errorf("decode event %s: %w", st.ID, err)
+		}
+		out = append(out, st)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("claim events: %w", err)
+	}
+	return out, nil
+}
+
+// SetStates marks events processed or failed in one statement.
+func (s *Store) SetStates(ctx context.Context, tx Tx, ids []string, state string, now time.Time) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	args := []any{state, now.UnixMicro()}
+	marks := make([]string, len(ids))
+	for i, id := range ids {
+		args = append(args, id)
+		marks[i] = fmt.Sprintf("$%d", i+3)
+	}
+	_, err := tx.ExecContext(ctx, `UPDATE events SET state = $1, processed_at = $2 WHERE id IN (`+
+		strings.Join(marks, ",")+`)`, args...)
+	if err != nil {
+		return fmt.Errorf("set event states: %w", err)
+	}
+	return nil
 }
 
 // SetState marks an event processed or failed.
@@ -340,7 +416,7 @@ type DedupClaim struct {
 }
 
 // ClaimDedupBatch is ClaimDedup for many distinct keys in one statement
-// (plus one to read the earlier answers): the result holds, in the order
+// (plus one to read each earlier answer): the result holds, in the order
 // of claims, nil for a key claimed and the earlier answer for a key taken
 // within window before its claim's time.
 func (s *Store) ClaimDedupBatch(ctx context.Context, tx Tx, claims []DedupClaim, ackCode string, window time.Duration) ([]*Prior, error) {
@@ -348,6 +424,63 @@ func (s *Store) ClaimDedupBatch(ctx context.Context, tx Tx, claims []DedupClaim,
 	if len(claims) == 0 {
 		return out, nil
 	}
+	query, args := claimSQL(claims, ackCode, window)
+	rows, err := tx.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, fmt.Errorf("claim dedup keys: %w", err)
+	}
+	claimed := map[string]bool{}
+	err = scanClaimed(rows, claimed)
+	if cerr := rows.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	for i, c := range claims {
+		if claimed[c.EventID] {
+			continue
+		}
+		p, err := s.ClaimDedup(ctx, tx, c.Source, c.SourceID, c.EventID, ackCode, c.At, c.At.Add(-window))
+		if err != nil {
+			return nil, err
+		}
+		out[i] = p // a duplicate: rare, so read one at a time
+	}
+	return out, nil
+}
+
+// QueueClaims queues ClaimDedupBatch's statement; once sent, claimed holds
+// the event ids of the claims that took their key. The others are
+// duplicates: QueuePrior reads what each was answered.
+func (s *Store) QueueClaims(q Queue, claims []DedupClaim, ackCode string, window time.Duration, claimed map[string]bool) {
+	if len(claims) == 0 {
+		return
+	}
+	query, args := claimSQL(claims, ackCode, window)
+	q.Query(func(rows Rows) error { return scanClaimed(rows, claimed) }, query, args...)
+}
+
+// QueuePrior queues the read of the answer a dedup key was given; once
+// sent, p holds it.
+func (s *Store) QueuePrior(q Queue, source, sourceID string, p *Prior) {
+	q.Query(func(rows Rows) error {
+		if !rows.Next() {
+			return fmt.Errorf("find prior event: %w", sql.ErrNoRows)
+		}
+		var at int64
+		if err := rows.Scan(&p.EventID, &p.AckCode, &at); err != nil {
+			return fmt.Errorf("find prior event: %w", err)
+		}
+		p.ReceivedAt = time.UnixMicro(at)
+		return nil
+	}, `SELECT event_id, ack_code, received_at FROM ingest_dedup WHERE source = $1 AND source_id = $2`, source, sourceID)
+}
+
+// claimSQL claims every key in one upsert that takes a free key, or one
+// whose last use is older than window before the claim, and returns the
+// event ids of the claims that won.
+func claimSQL(claims []DedupClaim, ackCode string, window time.Duration) (string, []any) {
 	var q strings.Builder
 	q.WriteString(`INSERT INTO ingest_dedup (source, source_id, event_id, ack_code, received_at) VALUES `)
 	args := []any{window.Microseconds(), ackCode}
@@ -363,34 +496,21 @@ func (s *Store) ClaimDedupBatch(ctx context.Context, tx Tx, claims []DedupClaim,
 		ack_code = excluded.ack_code, received_at = excluded.received_at
 		WHERE ingest_dedup.received_at < excluded.received_at - $1
 		RETURNING event_id`)
-	rows, err := tx.QueryContext(ctx, q.String(), args...)
-	if err != nil {
-		return nil, fmt.Errorf("claim dedup keys: %w", err)
-	}
-	claimed := map[string]bool{}
+	return q.String(), args
+}
+
+func scanClaimed(rows Rows, claimed map[string]bool) error {
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("claim dedup keys: %w", err)
+			return fmt.Errorf("claim dedup keys: %w", err)
 		}
 		claimed[id] = true
 	}
-	rows.Close()
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("claim dedup keys: %w", err)
+		return fmt.Errorf("claim dedup keys: %w", err)
 	}
-	for i, c := range claims {
-		if claimed[c.EventID] {
-			continue
-		}
-		p, err := s.ClaimDedup(ctx, tx, c.Source, c.SourceID, c.EventID, ackCode, c.At, c.At.Add(-window))
-		if err != nil {
-			return nil, err
-		}
-		out[i] = p // a duplicate: rare, so read one at a time
-	}
-	return out, nil
+	return nil
 }
 
 // NewEvent is one event for InsertBatch.
@@ -406,13 +526,39 @@ func (s *Store) InsertBatch(ctx context.Context, tx Tx, evs []NewEvent, ackCode 
 	if len(evs) == 0 {
 		return nil
 	}
+	query, args, err := s.insertSQL(evs, ackCode)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, query, args...); err != nil {
+		return fmt.Errorf("insert events: %w", err)
+	}
+	return nil
+}
+
+// QueueEvents is InsertBatch on a queue.
+func (s *Store) QueueEvents(q Queue, evs []NewEvent, ackCode string) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	query, args, err := s.insertSQL(evs, ackCode)
+	if err != nil {
+		return err
+	}
+	q.Exec(query, args...)
+	return nil
+}
+
+// insertSQL seals the events (and their raw messages) and builds one
+// multi-row INSERT of them.
+func (s *Store) insertSQL(evs []NewEvent, ackCode string) (string, []any, error) {
 	var q strings.Builder
 	q.WriteString(`INSERT INTO events (id, source, source_id, kind, received_at, payload, raw, ack_code, state) VALUES `)
 	args := []any{ackCode, StatePending}
 	for i, e := range evs {
 		payload, err := json.Marshal(e.Event)
 		if err != nil {
-			return fmt.Errorf("encode event: %w", err)
+			return "", nil, fmt.Errorf("encode event: %w", err)
 		}
 		var sealedRaw []byte
 		if e.Raw != nil {
@@ -426,8 +572,5 @@ func (s *Store) InsertBatch(ctx context.Context, tx Tx, evs []NewEvent, ackCode 
 		args = append(args, e.ID, e.Event.Source, e.Event.SourceID, string(e.Event.Kind), e.At.UnixMicro(),
 			s.sealer.Seal(payload, []byte(e.ID)), sealedRaw)
 	}
-	if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
-		return fmt.Errorf("insert events: %w", err)
-	}
-	return nil
+	return q.String(), args, nil
 }

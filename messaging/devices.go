@@ -58,7 +58,7 @@ func RegisterDevice(ctx context.Context, tx Queryer, actor audit.Entry, d Device
 	}
 	actor.At, actor.Action, actor.ObjectType, actor.ObjectID, actor.CorrelationID = now, "device.enrolled", "device", d.ID, d.ID
 	actor.Detail = map[string]any{"user_id": d.UserID, "suite": d.Suite}
-	_, err = audit.Append(ctx, tx, actor)
+	err = audit.Append(ctx, tx, actor)
 	return d, err
 }
 

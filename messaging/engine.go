@@ -128,7 +128,7 @@ func (e *Engine) page(ctx context.Context, tx *sql.Tx, a *routing.Alert, from in
 		from = last
 	}
 	sys := func(action string, detail map[string]any) error {
-		_, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "escalation",
+		err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "escalation",
 			Action: action, ObjectType: "alert", ObjectID: a.ID, CorrelationID: a.EventID, Detail: detail})
 		return err
 	}
@@ -261,7 +261,7 @@ func (e *Engine) send(ctx context.Context, tx *sql.Tx, a *routing.Alert, d Devic
 	if err != nil {
 		return fmt.Errorf("store message: %w", err)
 	}
-	_, err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "messaging",
+	err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "messaging",
 		Action: "message.sent", ObjectType: "message", ObjectID: id, CorrelationID: a.EventID,
 		Detail: map[string]any{"alert_id": a.ID, "device_id": d.ID, "user_id": d.UserID, "step": step, "seq": seq}})
 	return err
@@ -494,7 +494,7 @@ func (e *Engine) RespondCount(ctx context.Context, deviceID, messageID, response
 			entry.Action = "alert.accept_recorded"
 		}
 		entry.Detail["alert_state"] = ans.AlertState
-		if _, err := audit.Append(ctx, tx, entry); err != nil {
+		if err := audit.Append(ctx, tx, entry); err != nil {
 			return err
 		}
 		if ans.AlertState != routing.StateOpen || (response == ResponseDecline && step != a.Step) {
@@ -612,7 +612,7 @@ func (e *Engine) Delivered(ctx context.Context, deviceID string, seq int64) erro
 			if _, err := tx.ExecContext(ctx, `UPDATE messages SET delivered_at = $1 WHERE id = $2`, now.UnixMicro(), m.id); err != nil {
 				return fmt.Errorf("delivered: %w", err)
 			}
-			if _, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorDevice, ActorID: deviceID,
+			if err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorDevice, ActorID: deviceID,
 				ActorRole: "device", Action: "message.delivered", ObjectType: "message", ObjectID: m.id,
 				CorrelationID: m.eventID, Detail: map[string]any{"alert_id": m.alertID}}); err != nil {
 				return err
@@ -647,7 +647,7 @@ func (e *Engine) Read(ctx context.Context, deviceID, messageID string) error {
 			now.UnixMicro(), messageID); err != nil {
 			return fmt.Errorf("read: %w", err)
 		}
-		_, err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorDevice, ActorID: deviceID,
+		err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorDevice, ActorID: deviceID,
 			ActorRole: "device", Action: "message.read", ObjectType: "message", ObjectID: messageID,
 			CorrelationID: eventID, Detail: map[string]any{"alert_id": alertID}})
 		return err
@@ -808,7 +808,7 @@ func (e *Engine) handOff(ctx context.Context, tx *sql.Tx, alertID string, now ti
 	if err := routing.SetAlertState(ctx, tx, a.ID, routing.StateOpen, a.Step, "", now); err != nil {
 		return nil, err
 	}
-	_, err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "escalation",
+	err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "escalation",
 		Action: "alert.handed_off", ObjectType: "alert", ObjectID: a.ID, CorrelationID: a.EventID,
 		Detail: map[string]any{"alert_id": a.ID, "step": a.Step, "policy_id": policy.ID,
 			"policy_step": policy.StepAt(a.Step), "from_users": paged, "to_users": incoming}})

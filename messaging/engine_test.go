@@ -291,6 +291,7 @@ func (f *fixture) timers(alertID string) []string {
 // object, in order, with their outcome under "_outcome".
 func (f *fixture) auditRecords(action, objectID string) []map[string]any {
 	f.t.Helper()
+	dbtest.ChainAudit(f.t, f.d)
 	rows, err := f.d.QueryContext(f.ctx, `SELECT outcome, detail FROM audit_log WHERE action = $1 AND object_id = $2 ORDER BY seq`,
 		action, objectID)
 	if err != nil {
@@ -701,6 +702,7 @@ func TestConcurrentFireDue(t *testing.T) {
 		if n := count(`SELECT COUNT(*) FROM escalation_timers WHERE step = 1 AND state = 'pending'`); n != alerts {
 			t.Fatalf("%d step-1 timers pending, want %d", n, alerts)
 		}
+		dbtest.ChainAudit(t, f.d)
 		if n := count(`SELECT COUNT(*) FROM audit_log WHERE action = 'alert.escalated'`); n != alerts {
 			t.Fatalf("%d alert.escalated records, want %d", n, alerts)
 		}

@@ -176,7 +176,7 @@ func OpenEscrow(ctx context.Context, tx Queryer, key *EscrowPrivateKey, dg Diges
 	actor.At, actor.Action, actor.ObjectType, actor.ObjectID, actor.CorrelationID = now, "message.escrow_opened", "message", messageID, eventID.String
 	actor.Detail = map[string]any{"alert_id": out.AlertID, "device_id": out.DeviceID, "escrow_key_id": key.KeyID,
 		"digest": out.Digest, "legal_holds": out.Holds}
-	_, err = audit.Append(ctx, tx, actor)
+	err = audit.Append(ctx, tx, actor)
 	return out, err
 }
 

@@ -53,7 +53,7 @@ func IssueEnrolmentCode(ctx context.Context, tx Queryer, actor audit.Entry, user
 	}
 	actor.At, actor.Action, actor.ObjectType, actor.ObjectID, actor.CorrelationID = now, "device.enrolment_code_issued", "user", userID, userID
 	actor.Detail = map[string]any{"expires_at": expires.UTC().Format(time.RFC3339)}
-	_, err = audit.Append(ctx, tx, actor)
+	err = audit.Append(ctx, tx, actor)
 	return code, expires, err
 }
 
@@ -123,7 +123,7 @@ func RotateKey(ctx context.Context, tx Queryer, deviceID, suite string, pub []by
 	if n, _ := res.RowsAffected(); n != 1 {
 		return fmt.Errorf("device %s: %w", deviceID, ErrNotFound)
 	}
-	_, err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorDevice, ActorID: deviceID, ActorRole: auth.RoleDevice,
+	err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorDevice, ActorID: deviceID, ActorRole: auth.RoleDevice,
 		Action: "device.key_rotated", ObjectType: "device", ObjectID: deviceID, CorrelationID: deviceID,
 		Detail: map[string]any{"suite": suite}})
 	return err
@@ -142,7 +142,7 @@ func RequestWipe(ctx context.Context, tx Queryer, actor audit.Entry, deviceID, r
 	}
 	actor.At, actor.Action, actor.ObjectType, actor.ObjectID, actor.CorrelationID = now, "device.wipe_requested", "device", deviceID, deviceID
 	actor.Detail = map[string]any{"reason": reason}
-	_, err = audit.Append(ctx, tx, actor)
+	err = audit.Append(ctx, tx, actor)
 	return true, err
 }
 
@@ -160,7 +160,7 @@ func ConfirmWipe(ctx context.Context, tx Queryer, deviceID string, now time.Time
 	if err := auth.RevokeSubject(ctx, tx, auth.KindDevice, deviceID, now); err != nil {
 		return err
 	}
-	_, err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorDevice, ActorID: deviceID, ActorRole: auth.RoleDevice,
+	err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorDevice, ActorID: deviceID, ActorRole: auth.RoleDevice,
 		Action: "device.wiped", ObjectType: "device", ObjectID: deviceID, CorrelationID: deviceID})
 	return err
 }

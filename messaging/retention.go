@@ -67,7 +67,7 @@ func PlaceHold(ctx context.Context, tx Queryer, actor audit.Entry, h LegalHold, 
 	}
 	actor.At, actor.Action, actor.ObjectType, actor.ObjectID, actor.CorrelationID = now, "legal_hold.placed", "legal_hold", h.ID, h.ID
 	actor.Detail = map[string]any{"alert_id": h.AlertID, "user_id": h.UserID}
-	_, err = audit.Append(ctx, tx, actor)
+	err = audit.Append(ctx, tx, actor)
 	return h, err
 }
 
@@ -88,7 +88,7 @@ func ReleaseHold(ctx context.Context, tx Queryer, actor audit.Entry, id string, 
 	}
 	actor.At, actor.Action, actor.ObjectType, actor.ObjectID, actor.CorrelationID = now, "legal_hold.released", "legal_hold", id, id
 	actor.Detail = map[string]any{"alert_id": h.AlertID, "user_id": h.UserID}
-	_, err = audit.Append(ctx, tx, actor)
+	err = audit.Append(ctx, tx, actor)
 	return h, err
 }
 
@@ -204,7 +204,7 @@ func (e *Engine) PurgeExpired(ctx context.Context, now time.Time) (int, error) {
 				continue
 			}
 			n++
-			if _, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "retention",
+			if err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "retention",
 				Action: "message.purged", ObjectType: "message", ObjectID: m.id, CorrelationID: m.eventID, DeviceID: m.deviceID,
 				Detail: map[string]any{"alert_id": m.alertID, "expired_at": time.UnixMicro(m.expires).UTC().Format(time.RFC3339Nano)}}); err != nil {
 				return err
@@ -284,7 +284,7 @@ func (e *Engine) ConfirmDeleted(ctx context.Context, deviceID string, messageIDs
 			n++
 			var eventID sql.NullString
 			_ = tx.QueryRowContext(ctx, `SELECT event_id FROM alerts WHERE id = $1`, alertID).Scan(&eventID)
-			if _, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorDevice, ActorID: deviceID,
+			if err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorDevice, ActorID: deviceID,
 				ActorRole: "device", Action: "message.deleted_on_device", ObjectType: "message", ObjectID: id,
 				CorrelationID: eventID.String, DeviceID: deviceID, Detail: map[string]any{"alert_id": alertID}}); err != nil {
 				return err
@@ -328,6 +328,6 @@ func SetPolicyAcceptsRequired(ctx context.Context, tx Queryer, actor audit.Entry
 	}
 	actor.At, actor.Action, actor.ObjectType, actor.ObjectID, actor.CorrelationID = now, "policy.accepts_required_set", "escalation_policy", policyID, policyID
 	actor.Detail = map[string]any{"before": before, "after": n}
-	_, err = audit.Append(ctx, tx, actor)
+	err = audit.Append(ctx, tx, actor)
 	return err
 }

@@ -67,7 +67,7 @@ func CreateFeedToken(ctx context.Context, tx Queryer, by Actor, ft FeedToken, no
 		now.UnixMicro()); err != nil {
 		return ft, "", fmt.Errorf("create feed token: %w", err)
 	}
-	_, err := audit.Append(ctx, tx, by.entryAt(now, "ical.token_created", "ical_token", ft.ID, map[string]any{
+	err := audit.Append(ctx, tx, by.entryAt(now, "ical.token_created", "ical_token", ft.ID, map[string]any{
 		"kind": ft.Kind, "user_id": ft.UserID, "unit_id": ft.UnitID, "role": ft.Role}))
 	return ft, secret, err
 }
@@ -107,7 +107,7 @@ func RevokeFeedToken(ctx context.Context, tx Queryer, by Actor, id string, now t
 	if n, _ := r.RowsAffected(); n == 0 {
 		return fmt.Errorf("feed token %q: %w", id, ErrNotFound)
 	}
-	_, err = audit.Append(ctx, tx, by.entryAt(now, "ical.token_revoked", "ical_token", id, nil))
+	err = audit.Append(ctx, tx, by.entryAt(now, "ical.token_revoked", "ical_token", id, nil))
 	return err
 }
 

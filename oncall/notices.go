@@ -147,7 +147,7 @@ func insertNotice(ctx context.Context, tx Queryer, n *Notice, now time.Time) (bo
 	if k, _ := res.RowsAffected(); k == 0 {
 		return false, nil
 	}
-	_, err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "oncall",
+	err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "oncall",
 		Action: "oncall.notice_sent", ObjectType: "coverage_notice", ObjectID: n.ID, CorrelationID: n.ID,
 		Detail: map[string]any{"kind": n.Kind, "recipient_id": n.RecipientID, "unit_id": n.UnitID, "role": n.Role,
 			"subject_id": n.SubjectID, "start": rfc(n.Start), "end": rfc(n.End)}})
@@ -177,7 +177,7 @@ func resolveStale(ctx context.Context, tx Queryer, unitID string, current map[st
 		if _, err := tx.ExecContext(ctx, `UPDATE coverage_notices SET resolved_at = $1 WHERE id = $2`, now.UnixMicro(), o.id); err != nil {
 			return fmt.Errorf("resolve notices: %w", err)
 		}
-		if _, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "oncall",
+		if err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "oncall",
 			Action: "oncall.notice_resolved", ObjectType: "coverage_notice", ObjectID: o.id, CorrelationID: o.id,
 			Detail: map[string]any{"unit_id": unitID}}); err != nil {
 			return err

@@ -76,8 +76,11 @@ func inTx[T any](t *testing.T, d *db.DB, fn func(tx *sql.Tx) (T, error)) (T, err
 	return out, err
 }
 
+// count runs a COUNT query, after linking pending audit records so that
+// audit_log holds every committed one.
 func count(t *testing.T, d *db.DB, query string, args ...any) int {
 	t.Helper()
+	dbtest.ChainAudit(t, d)
 	var n int
 	if err := d.QueryRowContext(context.Background(), query, args...).Scan(&n); err != nil {
 		t.Fatal(err)
@@ -207,6 +210,7 @@ func TestEditsAuditBeforeAndAfter(t *testing.T) {
 			t.Fatal(err)
 		}
 		var detail string
+		dbtest.ChainAudit(t, d)
 		if err := d.QueryRowContext(ctx, `SELECT detail FROM audit_log WHERE action = 'roster.rotation_saved' ORDER BY seq DESC LIMIT 1`).
 			Scan(&detail); err != nil {
 			t.Fatal(err)

@@ -48,7 +48,7 @@ func PutUnit(ctx context.Context, tx Queryer, by Actor, u Unit) error {
 	if err != nil {
 		return fmt.Errorf("put unit: %w", err)
 	}
-	_, err = audit.Append(ctx, tx, by.entry("unit.saved", "unit", u.ID, map[string]any{"time_zone": u.TimeZone}))
+	err = audit.Append(ctx, tx, by.entry("unit.saved", "unit", u.ID, map[string]any{"time_zone": u.TimeZone}))
 	return err
 }
 
@@ -62,7 +62,7 @@ func PutUser(ctx context.Context, tx Queryer, by Actor, u User) error {
 	if err != nil {
 		return fmt.Errorf("put user: %w", err)
 	}
-	_, err = audit.Append(ctx, tx, by.entry("user.saved", "user", u.ID, nil))
+	err = audit.Append(ctx, tx, by.entry("user.saved", "user", u.ID, nil))
 	return err
 }
 
@@ -93,7 +93,7 @@ func AddShift(ctx context.Context, tx Queryer, by Actor, s Shift) (Shift, error)
 	if err != nil {
 		return s, fmt.Errorf("add shift: %w", err)
 	}
-	_, err = audit.Append(ctx, tx, by.entry("roster.shift_added", "shift", s.ID, map[string]any{
+	err = audit.Append(ctx, tx, by.entry("roster.shift_added", "shift", s.ID, map[string]any{
 		"unit_id": s.UnitID, "role": s.Role, "user_id": s.UserID,
 		"start": s.Start.UTC().Format(time.RFC3339), "end": s.End.UTC().Format(time.RFC3339)}))
 	return s, err
@@ -176,7 +176,7 @@ func PutPolicy(ctx context.Context, tx Queryer, by Actor, p Policy) error {
 	if err != nil {
 		return fmt.Errorf("put policy: %w", err)
 	}
-	_, err = audit.Append(ctx, tx, by.entry("policy.saved", "escalation_policy", p.ID,
+	err = audit.Append(ctx, tx, by.entry("policy.saved", "escalation_policy", p.ID,
 		map[string]any{"steps": json.RawMessage(steps), "before": prev, "after": p}))
 	return err
 }

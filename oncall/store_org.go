@@ -39,7 +39,7 @@ func PutUnitRole(ctx context.Context, tx Queryer, by Actor, ur UnitRole, now tim
 		ON CONFLICT (unit_id, role) DO UPDATE SET required = excluded.required`, ur.UnitID, ur.Role, req); err != nil {
 		return fmt.Errorf("put unit role: %w", err)
 	}
-	_, err = audit.Append(ctx, tx, by.entryAt(now, "unit.role_saved", "unit", ur.UnitID, map[string]any{
+	err = audit.Append(ctx, tx, by.entryAt(now, "unit.role_saved", "unit", ur.UnitID, map[string]any{
 		"role": ur.Role, "before": map[string]any{"required": before}, "after": map[string]any{"required": ur.Required}}))
 	return err
 }
@@ -106,7 +106,7 @@ func PutTeam(ctx context.Context, tx Queryer, by Actor, t Team, now time.Time) e
 			return fmt.Errorf("put team: %w", err)
 		}
 	}
-	_, err := audit.Append(ctx, tx, by.entryAt(now, "team.saved", "team", t.ID, map[string]any{"before": prev, "after": t}))
+	err := audit.Append(ctx, tx, by.entryAt(now, "team.saved", "team", t.ID, map[string]any{"before": prev, "after": t}))
 	return err
 }
 
@@ -144,7 +144,7 @@ func AssignScheduler(ctx context.Context, tx Queryer, by Actor, userID, unitID s
 		ON CONFLICT (user_id, unit_id) DO NOTHING`, userID, unitID); err != nil {
 		return fmt.Errorf("assign scheduler: %w", err)
 	}
-	_, err := audit.Append(ctx, tx, by.entryAt(now, "scheduler.assigned", "unit", unitID, map[string]any{"user_id": userID}))
+	err := audit.Append(ctx, tx, by.entryAt(now, "scheduler.assigned", "unit", unitID, map[string]any{"user_id": userID}))
 	return err
 }
 
@@ -157,7 +157,7 @@ func UnassignScheduler(ctx context.Context, tx Queryer, by Actor, userID, unitID
 	if n, _ := r.RowsAffected(); n == 0 {
 		return fmt.Errorf("scheduler %q of unit %q: %w", userID, unitID, ErrNotFound)
 	}
-	_, err = audit.Append(ctx, tx, by.entryAt(now, "scheduler.unassigned", "unit", unitID, map[string]any{"user_id": userID}))
+	err = audit.Append(ctx, tx, by.entryAt(now, "scheduler.unassigned", "unit", unitID, map[string]any{"user_id": userID}))
 	return err
 }
 

@@ -69,7 +69,7 @@ func guarded(ctx context.Context, tx Queryer, by Actor, key RoleKey, e Edit, obj
 		objType, res.ID, string(gaps), by.ID, e.Now.UnixMicro()); err != nil {
 		return res, fmt.Errorf("flag gap: %w", err)
 	}
-	_, err = audit.Append(ctx, tx, by.entryAt(e.Now, "roster.gap_confirmed", objType, res.ID, map[string]any{
+	err = audit.Append(ctx, tx, by.entryAt(e.Now, "roster.gap_confirmed", objType, res.ID, map[string]any{
 		"unit_id": key.UnitID, "role": key.Role, "gaps": opened}))
 	return res, err
 }
@@ -123,7 +123,7 @@ func PutRotation(ctx context.Context, tx Queryer, by Actor, rot Rotation, e Edit
 			rot.ID, rot.UnitID, rot.Role, rot.Name, string(def), e.Now.UnixMicro()); err != nil {
 			return "", fmt.Errorf("put rotation: %w", err)
 		}
-		_, err = audit.Append(ctx, tx, by.entryAt(e.Now, "roster.rotation_saved", "rotation", rot.ID,
+		err = audit.Append(ctx, tx, by.entryAt(e.Now, "roster.rotation_saved", "rotation", rot.ID,
 			map[string]any{"before": prev, "after": rot}))
 		return rot.ID, err
 	})
@@ -178,7 +178,7 @@ func DeleteRotation(ctx context.Context, tx Queryer, by Actor, id string, e Edit
 		if _, err := tx.ExecContext(ctx, `DELETE FROM rotations WHERE id = $1`, id); err != nil {
 			return "", fmt.Errorf("delete rotation: %w", err)
 		}
-		_, err := audit.Append(ctx, tx, by.entryAt(e.Now, "roster.rotation_deleted", "rotation", id,
+		err := audit.Append(ctx, tx, by.entryAt(e.Now, "roster.rotation_deleted", "rotation", id,
 			map[string]any{"before": before, "after": nil}))
 		return id, err
 	})
@@ -203,7 +203,7 @@ func AddOverride(ctx context.Context, tx Queryer, by Actor, o Override, e Edit) 
 			o.UserID, o.ReplacesUserID, o.Start.UnixMicro(), o.End.UnixMicro(), e.Now.UnixMicro()); err != nil {
 			return "", fmt.Errorf("add override: %w", err)
 		}
-		_, err := audit.Append(ctx, tx, by.entryAt(e.Now, "roster.override_added", "override", o.ID,
+		err := audit.Append(ctx, tx, by.entryAt(e.Now, "roster.override_added", "override", o.ID,
 			map[string]any{"before": nil, "after": o}))
 		return o.ID, err
 	})
@@ -227,7 +227,7 @@ func DeleteOverride(ctx context.Context, tx Queryer, by Actor, id string, e Edit
 		if _, err := tx.ExecContext(ctx, `DELETE FROM roster_overrides WHERE id = $1`, id); err != nil {
 			return "", fmt.Errorf("delete override: %w", err)
 		}
-		_, err := audit.Append(ctx, tx, by.entryAt(e.Now, "roster.override_deleted", "override", id,
+		err := audit.Append(ctx, tx, by.entryAt(e.Now, "roster.override_deleted", "override", id,
 			map[string]any{"before": o, "after": nil}))
 		return id, err
 	})
@@ -249,7 +249,7 @@ func AddSwap(ctx context.Context, tx Queryer, by Actor, s Swap, e Edit) (Swap, R
 			e.Now.UnixMicro()); err != nil {
 			return "", fmt.Errorf("add swap: %w", err)
 		}
-		_, err := audit.Append(ctx, tx, by.entryAt(e.Now, "roster.swap_added", "swap", s.ID,
+		err := audit.Append(ctx, tx, by.entryAt(e.Now, "roster.swap_added", "swap", s.ID,
 			map[string]any{"before": nil, "after": s}))
 		return s.ID, err
 	})
@@ -273,7 +273,7 @@ func DeleteSwap(ctx context.Context, tx Queryer, by Actor, id string, e Edit) (R
 		if _, err := tx.ExecContext(ctx, `DELETE FROM roster_swaps WHERE id = $1`, id); err != nil {
 			return "", fmt.Errorf("delete swap: %w", err)
 		}
-		_, err := audit.Append(ctx, tx, by.entryAt(e.Now, "roster.swap_deleted", "swap", id,
+		err := audit.Append(ctx, tx, by.entryAt(e.Now, "roster.swap_deleted", "swap", id,
 			map[string]any{"before": s, "after": nil}))
 		return id, err
 	})
@@ -313,7 +313,7 @@ func PutTemporarySchedule(ctx context.Context, tx Queryer, by Actor, ts Temporar
 			ts.ID, ts.UnitID, ts.Role, ts.Start.UnixMicro(), ts.End.UnixMicro(), string(def), e.Now.UnixMicro()); err != nil {
 			return "", fmt.Errorf("put temporary schedule: %w", err)
 		}
-		_, err = audit.Append(ctx, tx, by.entryAt(e.Now, "roster.temporary_saved", "temporary_schedule", ts.ID,
+		err = audit.Append(ctx, tx, by.entryAt(e.Now, "roster.temporary_saved", "temporary_schedule", ts.ID,
 			map[string]any{"before": prev, "after": ts}))
 		return ts.ID, err
 	})
@@ -343,7 +343,7 @@ func DeleteTemporarySchedule(ctx context.Context, tx Queryer, by Actor, id strin
 		if _, err := tx.ExecContext(ctx, `DELETE FROM temporary_schedules WHERE id = $1`, id); err != nil {
 			return "", fmt.Errorf("delete temporary schedule: %w", err)
 		}
-		_, err := audit.Append(ctx, tx, by.entryAt(e.Now, "roster.temporary_deleted", "temporary_schedule", id,
+		err := audit.Append(ctx, tx, by.entryAt(e.Now, "roster.temporary_deleted", "temporary_schedule", id,
 			map[string]any{"before": before, "after": nil}))
 		return id, err
 	})
@@ -375,7 +375,7 @@ func DeleteShift(ctx context.Context, tx Queryer, by Actor, id string, e Edit) (
 		if _, err := tx.ExecContext(ctx, `DELETE FROM shifts WHERE id = $1`, id); err != nil {
 			return "", fmt.Errorf("delete shift: %w", err)
 		}
-		_, err := audit.Append(ctx, tx, by.entryAt(e.Now, "roster.shift_deleted", "shift", id,
+		err := audit.Append(ctx, tx, by.entryAt(e.Now, "roster.shift_deleted", "shift", id,
 			map[string]any{"before": before, "after": nil}))
 		return id, err
 	})

@@ -72,13 +72,18 @@ func (a *API) response(c *gin.Context) {
 		c.JSON(http.StatusForbidden, gin.H{"error": "role not permitted to report by user"})
 		return
 	}
+	// Escalations are counted from audit records: link the ones committed
+	// since the Chainer's last poll first.
+	if err := audit.ChainAll(ctx, a.db); err != nil {
+		a.log.Warn("audit chain before read", "error", err)
+	}
 	rep, err := Compute(ctx, a.db, p, now)
 	if err != nil {
 		httpx.Fail(c, a.log, err)
 		return
 	}
 	err = a.db.InTx(ctx, func(tx *sql.Tx) error {
-		_, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: who.Kind, ActorID: who.Subject, ActorRole: who.Role,
+		err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: who.Kind, ActorID: who.Subject, ActorRole: who.Role,
 			Action: "report.viewed", ObjectType: "report", ObjectID: "response", SourceAddr: c.RemoteIP(),
 			Detail: map[string]any{"from": p.From.UTC().Format(time.RFC3339), "to": p.To.UTC().Format(time.RFC3339),
 				"group_by": p.GroupBy, "samples": rep.Total.Samples}})

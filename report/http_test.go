@@ -71,6 +71,7 @@ func TestResponseAPI(t *testing.T) {
 				t.Fatalf("%v %s", err, w.Body)
 			}
 			checkReport(t, rep, c.groupBy)
+			dbtest.ChainAudit(t, d)
 			page, _ := audit.Query(ctx, d, audit.Filter{Action: "report.viewed", ActorID: c.role + "1"})
 			if len(page.Records) == 0 {
 				t.Fatal("report not audited")

@@ -254,7 +254,7 @@ func seed(t *testing.T, d *db.DB) {
 			failsafe bool
 			at       float64
 		}{{"a2", 1, false, 120}, {"a3", 1, false, 180}, {"a3", 2, true, 240}} {
-			if _, err := audit.Append(ctx, tx, audit.Entry{At: at(e.at), ActorType: audit.ActorSystem, ActorID: "escalation",
+			if err := audit.Append(ctx, tx, audit.Entry{At: at(e.at), ActorType: audit.ActorSystem, ActorID: "escalation",
 				Action: "alert.escalated", ObjectType: "alert", ObjectID: e.alert,
 				Detail: map[string]any{"to_step": e.to, "failsafe": e.failsafe}}); err != nil {
 				return err
@@ -265,6 +265,7 @@ func seed(t *testing.T, d *db.DB) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	dbtest.ChainAudit(t, d)
 }
 
 func TestComputeFromTheDatabase(t *testing.T) {

@@ -171,6 +171,7 @@ func TestRouterSwap(t *testing.T) {
 				if a.Previous != at("4W", "1") || b.Previous != at("4W", "2") {
 					t.Errorf("previous A=%+v B=%+v", a.Previous, b.Previous)
 				}
+				dbtest.ChainAudit(t, d)
 				rows, err := d.QueryContext(context.Background(),
 					`SELECT object_id, detail FROM audit_log WHERE action = 'patient.context_updated' ORDER BY seq`)
 				if err != nil {

@@ -206,6 +206,30 @@ func (rs *Ruleset) Rules() []*CompiledRule { return rs.rules }
 // Rule returns the enabled rule with this id, or nil.
 func (rs *Ruleset) Rule(id string) *CompiledRule { return rs.byID[id] }
 
+// Concerns reports whether any rule can act on a result or alarm: a rule
+// indexed under one of its codes, a rule without codes for its kind, or a
+// trend kept for one of its values. Most results concern no rule; routing
+// then has nothing to read or write for them.
+func (rs *Ruleset) Concerns(ev *ingest.Event) bool {
+	if len(rs.anyCode[ev.Kind]) > 0 {
+		return true
+	}
+	switch ev.Kind {
+	case ingest.KindResult:
+		for i := range ev.Observations {
+			o := &ev.Observations[i]
+			if len(rs.byCode[o.Code]) > 0 || o.Numeric != nil && rs.tracksTrend(o.Code) {
+				return true
+			}
+		}
+	case ingest.KindAlarm:
+		if o := alarmObservation(ev); o != nil {
+			return len(rs.byCode[o.Code]) > 0
+		}
+	}
+	return false
+}
+
 // tracksTrend reports whether the last value of code must be kept.
 func (rs *Ruleset) tracksTrend(code string) bool { return rs.trendAll || rs.trend[code] }
 

@@ -84,9 +84,9 @@ func patientView(ev *ingest.Event, c Context, known bool) PatientView {
 
 // routeRules evaluates a result or an alarm against the rules and applies
 // each hit.
-func (r *Router) routeRules(ctx context.Context, tx Queryer, eventID string, ev *ingest.Event, now time.Time, out *Outcome) error {
-	rs, err := r.Ruleset(ctx, tx)
-	if err != nil {
+func (r *Router) routeRules(ctx context.Context, tx *rtx, eventID string, ev *ingest.Event, now time.Time, out *Outcome) error {
+	rs, err := tx.rules(ctx)
+	if err != nil || !rs.Concerns(ev) {
 		return err
 	}
 	c, known, err := GetContext(ctx, tx, out.PatientID)
@@ -278,7 +278,7 @@ func (r *Router) apply(ctx context.Context, tx Queryer, st *routeState, h Hit, p
 			if !p.sustainStart {
 				return nil
 			}
-			_, err := audit.Append(ctx, tx, audit.Entry{At: st.now, ActorType: audit.ActorSystem, ActorID: "routing",
+			err := audit.Append(ctx, tx, audit.Entry{At: st.now, ActorType: audit.ActorSystem, ActorID: "routing",
 				Action: "rule.sustain_started", ObjectType: "rule", ObjectID: rule.ID, CorrelationID: st.eventID,
 				Detail: map[string]any{"event_id": st.eventID, "patient_id": st.patientID, "code": p.Sustain.Code}})
 			return err
@@ -349,14 +349,14 @@ func (r *Router) suppressed(ctx context.Context, tx Queryer, st *routeState, rul
 	for k, v := range extra {
 		d[k] = v
 	}
-	_, err := audit.Append(ctx, tx, audit.Entry{At: st.now, ActorType: audit.ActorSystem, ActorID: "routing",
+	err := audit.Append(ctx, tx, audit.Entry{At: st.now, ActorType: audit.ActorSystem, ActorID: "routing",
 		Action: "alert.suppressed", ObjectType: "rule", ObjectID: rule.ID, CorrelationID: st.eventID, Detail: d})
 	return err
 }
 
 func (r *Router) auditAlert(ctx context.Context, tx Queryer, st *routeState, action, alertID string, detail map[string]any) error {
 	detail["event_id"] = st.eventID
-	_, err := audit.Append(ctx, tx, audit.Entry{At: st.now, ActorType: audit.ActorSystem, ActorID: "routing",
+	err := audit.Append(ctx, tx, audit.Entry{At: st.now, ActorType: audit.ActorSystem, ActorID: "routing",
 		Action: action, ObjectType: "alert", ObjectID: alertID, CorrelationID: st.eventID, Detail: detail})
 	return err
 }
@@ -652,7 +652,7 @@ func (r *Router) closeAlert(ctx context.Context, tx Queryer, eventID, alertID, r
 		detail["notify_user_id"], c.AcceptedBy = acceptedBy, acceptedBy
 	}
 	out.Closed = append(out.Closed, c)
-	_, err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
+	err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
 		Action: "alert.closed", ObjectType: "alert", ObjectID: alertID, CorrelationID: eventID, Detail: detail})
 	return err
 }

@@ -410,6 +410,7 @@ func TestMessagesHoldNoPHIInAudit(t *testing.T) {
 		h.route(labK(6.9, "HH"))
 		h.route(reading("59408-5", 85, "%", 0))
 		h.at(time.Minute).route(reading("59408-5", 95, "%", time.Minute))
+		dbtest.ChainAudit(t, d)
 		rows, err := d.QueryContext(h.ctx, `SELECT detail FROM audit_log`)
 		if err != nil {
 			t.Fatal(err)

@@ -11,6 +11,7 @@ import (
 	"github.com/clarion-health/clarion/audit"
 	"github.com/clarion-health/clarion/ingest"
 	"github.com/clarion-health/clarion/internal/db"
+	"github.com/clarion-health/clarion/internal/dbtest"
 	"github.com/clarion-health/clarion/oncall"
 	"github.com/clarion-health/clarion/routing"
 )
@@ -136,6 +137,7 @@ func (h *hospital) count(query string, args ...any) int {
 // auditDetail returns the detail of the last record with action on object.
 func (h *hospital) auditDetail(action, objectID string) map[string]any {
 	h.t.Helper()
+	dbtest.ChainAudit(h.t, h.d)
 	var s string
 	err := h.d.QueryRowContext(h.ctx, `SELECT detail FROM audit_log WHERE action = $1 AND object_id = $2 ORDER BY seq DESC LIMIT 1`,
 		action, objectID).Scan(&s)

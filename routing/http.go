@@ -208,6 +208,10 @@ func (a *API) ruleStats(c *gin.Context) {
 		httpx.Fail(c, a.log, err, ErrNotFound)
 		return
 	}
+	// Stats count audit records: link the ones committed since the last poll.
+	if err := audit.ChainAll(c.Request.Context(), a.db); err != nil {
+		a.log.Warn("audit chain before read", "error", err)
+	}
 	s, err := Stats(c.Request.Context(), a.db, c.Param("id"), from, to)
 	if err != nil {
 		httpx.Fail(c, a.log, err)

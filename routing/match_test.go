@@ -351,3 +351,37 @@ func TestTrend(t *testing.T) {
 		})
 	}
 }
+
+// Concerns tells routing when no rule can act on an event, so that it
+// reads and writes nothing for it.
+func TestConcerns(t *testing.T) {
+	k := baseRule("k")
+	trend := baseRule("hr-trend")
+	trend.Match.Codes, trend.Body = []routing.Code{{Code: "8867-4"}}, "HR {value} {trend}"
+	anyResult := baseRule("any-result")
+	anyResult.Match.Codes, anyResult.When = nil, `obs.code == "1920-8"`
+	alarm := baseRule("vfib")
+	alarm.Match.Codes = []routing.Code{{System: "MDC", Code: "MDC_EVT_ECG_V_FIB"}}
+	cases := []struct {
+		name  string
+		rules []routing.Rule
+		ev    *ingest.Event
+		want  bool
+	}{
+		{"no rules", nil, resultEvent(vital("2823-3", 6.9, "mmol/L")), false},
+		{"a rule on its code", []routing.Rule{k}, resultEvent(vital("2823-3", 6.9, "mmol/L")), true},
+		{"one of several codes", []routing.Rule{k}, resultEvent(vital("1920-8", 30, "U/L"), vital("2823-3", 4, "mmol/L")), true},
+		{"no rule on its codes", []routing.Rule{k, alarm}, resultEvent(vital("1920-8", 30, "U/L")), false},
+		{"a trend kept for its code", []routing.Rule{trend}, resultEvent(vital("8867-4", 80, "/min")), true},
+		{"a rule without codes", []routing.Rule{anyResult}, resultEvent(vital("718-7", 12, "g/dL")), true},
+		{"an alarm a rule names", []routing.Rule{alarm}, alarmEvent("MDC_EVT_ECG_V_FIB", "PH", "SA", "start"), true},
+		{"an alarm no rule names", []routing.Rule{k, alarm}, alarmEvent("MDC_EVT_LO_BATT", "PL", "ST", "start"), false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := ruleset(t, c.rules...).Concerns(c.ev); got != c.want {
+				t.Fatalf("Concerns = %v, want %v", got, c.want)
+			}
+		})
+	}
+}

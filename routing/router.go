@@ -114,6 +114,38 @@ type ClosedAlert struct {
 // by the pseudonyms pseudo makes of them (Event.Patient, and for a merge or
 // a bed swap the second patient too). Every change is audited in tx.
 func (r *Router) Route(ctx context.Context, tx Queryer, eventID string, ev *ingest.Event, pseudo Pseudonymizer, now time.Time) (Outcome, error) {
+	return r.Session(tx).Route(ctx, eventID, ev, pseudo, now)
+}
+
+// Session routes several events in one transaction, in the order given:
+// the rules in force are read once, when the first event needs them.
+type Session struct{ tx *rtx }
+
+// Session binds the router to tx.
+func (r *Router) Session(tx Queryer) *Session { return &Session{tx: &rtx{Queryer: tx, r: r}} }
+
+// rtx is a routing transaction and the rules in force in it.
+type rtx struct {
+	Queryer
+	r  *Router
+	rs *Ruleset
+}
+
+// rules returns the ruleset, reading it at the first call.
+func (t *rtx) rules(ctx context.Context) (*Ruleset, error) {
+	if t.rs == nil {
+		rs, err := t.r.Ruleset(ctx, t.Queryer)
+		if err != nil {
+			return nil, err
+		}
+		t.rs = rs
+	}
+	return t.rs, nil
+}
+
+// Route is Router.Route within the session's transaction.
+func (s *Session) Route(ctx context.Context, eventID string, ev *ingest.Event, pseudo Pseudonymizer, now time.Time) (Outcome, error) {
+	r, tx := s.tx.r, s.tx
 	out := Outcome{PatientID: PatientID(pseudo, ev.Patient)}
 	var err error
 	switch ev.Kind {
@@ -265,7 +297,7 @@ func mergeVisit(v, with ingest.Visit) ingest.Visit {
 }
 
 // applyADT updates one patient's context.
-func (r *Router) applyADT(ctx context.Context, tx Queryer, eventID string, ev *ingest.Event, patientID string, now time.Time, out *Outcome) error {
+func (r *Router) applyADT(ctx context.Context, tx *rtx, eventID string, ev *ingest.Event, patientID string, now time.Time, out *Outcome) error {
 	prev, had, err := GetContext(ctx, tx, patientID)
 	if err != nil {
 		return err
@@ -283,7 +315,7 @@ func (r *Router) applyADT(ctx context.Context, tx Queryer, eventID string, ev *i
 
 // swap exchanges two patients' beds (A17). Each goes where its PV1-3 says;
 // a patient whose PV1-3 is empty takes the other's last known location.
-func (r *Router) swap(ctx context.Context, tx Queryer, eventID string, ev *ingest.Event, a, b string, now time.Time, out *Outcome) error {
+func (r *Router) swap(ctx context.Context, tx *rtx, eventID string, ev *ingest.Event, a, b string, now time.Time, out *Outcome) error {
 	ca, hadA, err := GetContext(ctx, tx, a)
 	if err != nil {
 		return err
@@ -326,7 +358,7 @@ func (r *Router) swap(ctx context.Context, tx Queryer, eventID string, ev *inges
 // the message's PV1 says on top), the prior context is deleted, and the
 // prior patient's alerts move to the survivor, open ones with their dedup
 // key, so that later results for the survivor update them.
-func (r *Router) merge(ctx context.Context, tx Queryer, eventID string, ev *ingest.Event, survivor, prior string, now time.Time, out *Outcome) error {
+func (r *Router) merge(ctx context.Context, tx *rtx, eventID string, ev *ingest.Event, survivor, prior string, now time.Time, out *Outcome) error {
 	if survivor == prior {
 		return nil // the same identity: nothing to fold
 	}
@@ -364,7 +396,7 @@ func (r *Router) merge(ctx context.Context, tx Queryer, eventID string, ev *inge
 	if err := forgetPatientState(ctx, tx, prior); err != nil {
 		return err
 	}
-	if _, err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
+	if err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
 		Action: "patient.merged", ObjectType: "patient", ObjectID: survivor, CorrelationID: eventID,
 		Detail: map[string]any{"event_id": eventID, "prior_patient_id": prior, "unit": c.Location.Unit,
 			"alerts_moved": moved}}); err != nil {
@@ -401,7 +433,7 @@ func (r *Router) moveAlerts(ctx context.Context, tx Queryer, eventID, prior, sur
 		if err := rekeyParts(ctx, tx, a.id, prior, survivor); err != nil {
 			return 0, err
 		}
-		if _, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
+		if err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
 			Action: "alert.patient_merged", ObjectType: "alert", ObjectID: a.id, CorrelationID: eventID,
 			Detail: map[string]any{"event_id": eventID, "from_patient_id": prior, "to_patient_id": survivor,
 				"state": a.state}}); err != nil {
@@ -417,7 +449,7 @@ func auditContext(ctx context.Context, tx Queryer, eventID string, kind ingest.K
 	for k, v := range extra {
 		detail[k] = v
 	}
-	_, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
+	err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
 		Action: "patient.context_updated", ObjectType: "patient", ObjectID: c.PatientID, CorrelationID: eventID,
 		Detail: detail})
 	return err

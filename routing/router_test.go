@@ -96,8 +96,11 @@ func (p fixedPseudo) Pseudonym(prefix, value string) string {
 	return prefix + "_" + value
 }
 
+// countRows runs a COUNT query, after linking pending audit records so
+// that audit_log holds every committed one.
 func countRows(t *testing.T, d *db.DB, query string, args ...any) int {
 	t.Helper()
+	dbtest.ChainAudit(t, d)
 	var n int
 	if err := d.QueryRowContext(context.Background(), query, args...).Scan(&n); err != nil {
 		t.Fatalf("%s: %v", query, err)
@@ -107,6 +110,7 @@ func countRows(t *testing.T, d *db.DB, query string, args ...any) int {
 
 func auditActions(t *testing.T, d *db.DB) []string {
 	t.Helper()
+	dbtest.ChainAudit(t, d)
 	rows, err := d.QueryContext(context.Background(), `SELECT action FROM audit_log ORDER BY seq`)
 	if err != nil {
 		t.Fatal(err)

@@ -87,7 +87,7 @@ func SaveRule(ctx context.Context, tx Queryer, c *Compiler, actor audit.Entry, r
 	}
 	actor.Action, actor.ObjectType, actor.ObjectID, actor.CorrelationID = "rule.saved", "rule", r.ID, r.ID
 	actor.Detail = map[string]any{"version": version, "definition": json.RawMessage(def)}
-	if _, err := audit.Append(ctx, tx, actor); err != nil {
+	if err := audit.Append(ctx, tx, actor); err != nil {
 		return SaveResult{}, err
 	}
 	return SaveResult{Version: version, Changed: true}, nil
@@ -194,7 +194,7 @@ func DeleteRule(ctx context.Context, tx Queryer, actor audit.Entry, id string, n
 	}
 	actor.Action, actor.ObjectType, actor.ObjectID, actor.CorrelationID = "rule.deleted", "rule", id, id
 	actor.Detail = map[string]any{"version": version, "previous_version": sr.Version}
-	_, err = audit.Append(ctx, tx, actor)
+	err = audit.Append(ctx, tx, actor)
 	return version, err
 }
 
@@ -377,7 +377,7 @@ func ApplyRules(ctx context.Context, tx Queryer, c *Compiler, actor audit.Entry,
 	actor.Action, actor.ObjectType, actor.ObjectID, actor.CorrelationID = "rules.loaded", "rule_set", "rules", ""
 	actor.Detail = map[string]any{"created": res.Created, "updated": res.Updated, "unchanged": len(res.Unchanged),
 		"deleted": res.Deleted, "prune": prune}
-	_, err = audit.Append(ctx, tx, actor)
+	err = audit.Append(ctx, tx, actor)
 	return res, err
 }
 

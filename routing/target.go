@@ -153,7 +153,7 @@ func (r *Router) noHolder(ctx context.Context, tx Queryer, eventID string, a *Al
 	if schedulers == nil {
 		schedulers = []string{}
 	}
-	_, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
+	err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
 		Action: "routing.no_holder", ObjectType: "alert", ObjectID: a.ID, CorrelationID: eventID,
 		Detail: map[string]any{"event_id": eventID, "rule_id": a.RuleID, "unit": a.Unit, "target_kind": a.TargetKind,
 			"target_id": a.TargetID, "policy_id": a.PolicyID, "paged": "failsafe", "schedulers": schedulers,
@@ -176,7 +176,7 @@ func (r *Router) coverageDue(unit string, now time.Time) bool {
 // afterADT applies an ADT event's consequences beyond the context: open
 // alerts follow a move or a discharge as their rules say, and rules on the
 // event's kind fire.
-func (r *Router) afterADT(ctx context.Context, tx Queryer, eventID string, ev *ingest.Event, before Context, had bool, after Context, now time.Time, out *Outcome) error {
+func (r *Router) afterADT(ctx context.Context, tx *rtx, eventID string, ev *ingest.Event, before Context, had bool, after Context, now time.Time, out *Outcome) error {
 	if err := r.moved(ctx, tx, eventID, before, had, after, now, out); err != nil {
 		return err
 	}
@@ -189,8 +189,8 @@ func (r *Router) afterADT(ctx context.Context, tx Queryer, eventID string, ev *i
 }
 
 // adtRules fires the rules that listen to the ADT event's kind.
-func (r *Router) adtRules(ctx context.Context, tx Queryer, eventID string, ev *ingest.Event, patientID string, c Context, now time.Time, out *Outcome) error {
-	rs, err := r.Ruleset(ctx, tx)
+func (r *Router) adtRules(ctx context.Context, tx *rtx, eventID string, ev *ingest.Event, patientID string, c Context, now time.Time, out *Outcome) error {
+	rs, err := tx.rules(ctx)
 	if err != nil {
 		return err
 	}
@@ -235,7 +235,7 @@ func patientAlerts(ctx context.Context, q Queryer, patientID string) ([]activeAl
 // changed: retarget (the default) moves open and held alerts to the new
 // unit and pages an open one again from its first step (an accepted one
 // stays with whoever accepted it); keep leaves them; close closes them.
-func (r *Router) moved(ctx context.Context, tx Queryer, eventID string, before Context, had bool, after Context, now time.Time, out *Outcome) error {
+func (r *Router) moved(ctx context.Context, tx *rtx, eventID string, before Context, had bool, after Context, now time.Time, out *Outcome) error {
 	from, to := before.Location.Unit, after.Location.Unit
 	if !had || from == to || to == "" {
 		return nil
@@ -244,7 +244,7 @@ func (r *Router) moved(ctx context.Context, tx Queryer, eventID string, before C
 	if err != nil || len(alerts) == 0 {
 		return err
 	}
-	rs, err := r.Ruleset(ctx, tx)
+	rs, err := tx.rules(ctx)
 	if err != nil {
 		return err
 	}
@@ -291,7 +291,7 @@ func (r *Router) retarget(ctx context.Context, tx Queryer, eventID string, act a
 		return fmt.Errorf("retarget alert: %w", err)
 	}
 	a.Unit, a.Failsafe, a.Step, a.LockText, a.UpdatedAt = to, !held, 0, lock, now
-	if _, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
+	if err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
 		Action: "alert.retargeted", ObjectType: "alert", ObjectID: a.ID, CorrelationID: eventID,
 		Detail: map[string]any{"event_id": eventID, "rule_id": a.RuleID, "from_unit": from, "to_unit": to,
 			"state": a.State, "failsafe": a.Failsafe}}); err != nil {
@@ -308,12 +308,12 @@ func (r *Router) retarget(ctx context.Context, tx Queryer, eventID string, act a
 
 // discharged applies on_discharge: keep (the default: a result that
 // arrives after discharge still reaches someone) or close.
-func (r *Router) discharged(ctx context.Context, tx Queryer, eventID, patientID string, now time.Time, out *Outcome) error {
+func (r *Router) discharged(ctx context.Context, tx *rtx, eventID, patientID string, now time.Time, out *Outcome) error {
 	alerts, err := patientAlerts(ctx, tx, patientID)
 	if err != nil || len(alerts) == 0 {
 		return err
 	}
-	rs, err := r.Ruleset(ctx, tx)
+	rs, err := tx.rules(ctx)
 	if err != nil {
 		return err
 	}
@@ -387,7 +387,7 @@ func (r *Router) ReleaseHeld(ctx context.Context, tx Queryer, lock string, now t
 			return nil, fmt.Errorf("release alert: %w", err)
 		}
 		a.State, a.Failsafe, a.UpdatedAt = StateOpen, !held, now
-		if _, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
+		if err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "routing",
 			Action: "alert.released", ObjectType: "alert", ObjectID: a.ID, CorrelationID: a.EventID,
 			Detail: map[string]any{"rule_id": a.RuleID, "unit": a.Unit, "failsafe": a.Failsafe, "reason": ReasonQuietHours}}); err != nil {
 			return nil, err

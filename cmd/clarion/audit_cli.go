@@ -51,13 +51,18 @@ func runAudit(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 }
 
 // openAuditStore opens the database, migrated, with the append-only guard
-// installed (PostgreSQL).
+// installed (PostgreSQL) and the records committed so far linked into the
+// chain: every audit command then sees them, whether or not a node runs.
 func openAuditStore(ctx context.Context, s storeFlags) (*db.DB, error) {
 	d, err := s.open(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if err := audit.InstallGuards(ctx, d.DB, d.Dialect == db.Postgres); err != nil {
+		d.Close()
+		return nil, err
+	}
+	if err := audit.ChainAll(ctx, d); err != nil {
 		d.Close()
 		return nil, err
 	}
@@ -125,7 +130,7 @@ func cliEntry(action string, detail map[string]any) audit.Entry {
 
 func appendOne(ctx context.Context, d *db.DB, e audit.Entry) error {
 	return d.InTx(ctx, func(tx *sql.Tx) error {
-		_, err := audit.Append(ctx, tx, e)
+		err := audit.Append(ctx, tx, e)
 		return err
 	})
 }

@@ -197,6 +197,7 @@ func TestAuditRuntime(t *testing.T) {
 	}
 	stop()
 	<-done
+	r.finish(ctx)
 	r.close()
 	head, _ := audit.Head(ctx, d)
 	res, err := audit.VerifyAll(ctx, d, audit.VerifyOptions{Keys: r.keys, RequireSignatures: true})

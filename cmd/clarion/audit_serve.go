@@ -102,10 +102,11 @@ func (r *auditRuntime) routes(api gin.IRouter) {
 	report.NewAPI(r.db, r.log, r.now).RegisterRoutes(api)
 }
 
-// run checkpoints, streams and purges until ctx ends, then signs a last
-// checkpoint so that a stopped node leaves its whole chain anchored.
+// run chains, checkpoints, streams and purges until ctx ends.
 func (r *auditRuntime) run(ctx context.Context) {
 	var wg sync.WaitGroup
+	chainer := &audit.Chainer{DB: r.db, Log: r.log}
+	wg.Go(func() { chainer.Run(ctx, chainPoll) })
 	cp := &audit.Checkpointer{DB: r.db, Signer: r.signer, Every: r.cfg.checkpointEvery,
 		Interval: r.cfg.checkpointInterval, Now: r.now, Log: r.log}
 	if r.cfg.checkpointEvery > 0 || r.cfg.checkpointInterval > 0 {
@@ -119,11 +120,24 @@ func (r *auditRuntime) run(ctx context.Context) {
 		wg.Go(func() { r.purgeEvery(ctx, ret) })
 	}
 	wg.Wait()
+}
+
+// chainPoll is how long a committed audit record may wait to be linked
+// into the chain (and so reach the SIEM stream and verification).
+const chainPoll = 20 * time.Millisecond
+
+// finish links every record still pending and signs a last checkpoint, so
+// that a stopped node leaves its whole chain linked and anchored. Call it
+// once every writer of the node has stopped.
+func (r *auditRuntime) finish(ctx context.Context) {
+	final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	if err := audit.ChainAll(final, r.db); err != nil {
+		r.log.Warn("final audit chain", "error", err)
+	}
 	if r.cfg.checkpointEvery == 0 && r.cfg.checkpointInterval == 0 {
 		return
 	}
-	final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
 	err := r.db.InTx(final, func(tx *sql.Tx) error {
 		_, _, err := audit.WriteCheckpoint(final, tx, r.signer, r.now())
 		return err

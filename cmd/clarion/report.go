@@ -36,6 +36,9 @@ func runReport(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer d.Close()
+	if err := audit.ChainAll(ctx, d); err != nil {
+		return err
+	}
 	rep, err := report.Compute(ctx, d, p, now)
 	if err != nil {
 		return err

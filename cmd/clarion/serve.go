@@ -274,6 +274,7 @@ func (a *app) serve(ctx context.Context, cfg serveConfig) error {
 	a.gateway.Shutdown()
 	stopWork()
 	wg.Wait()
+	a.audit.finish(ctx)
 	a.log.Info("clarion stopped")
 	if errors.Is(serveErr, http.ErrServerClosed) {
 		serveErr = nil

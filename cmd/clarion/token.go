@@ -45,7 +45,7 @@ func runTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 		if token, err = auth.IssueWithScopes(ctx, tx, *kind, *subject, *role, scopes, time.Now()); err != nil {
 			return err
 		}
-		_, err = audit.Append(ctx, tx, audit.Entry{ActorType: audit.ActorSystem, ActorID: "cli", Action: "token.issued",
+		err = audit.Append(ctx, tx, audit.Entry{ActorType: audit.ActorSystem, ActorID: "cli", Action: "token.issued",
 			ObjectType: "token", ObjectID: *subject, CorrelationID: *subject,
 			Detail: map[string]any{"role": *role, "kind": *kind, "scopes": scopes.String()}})
 		return err

@@ -36,6 +36,10 @@ type Intake struct {
 
 var _ Handler = (*Intake)(nil)
 
+// parallelCommits is how many batch transactions a node keeps in flight
+// on PostgreSQL.
+const parallelCommits = 2
+
 // DefaultDedupWindow is how long a control id is remembered per sender.
 const DefaultDedupWindow = 24 * time.Hour
 
@@ -81,7 +85,12 @@ func NewIntake(d *db.DB, store *ingest.Store, log *slog.Logger, now func() time.
 	for _, o := range opts {
 		o(in)
 	}
-	in.commits = &committer{max: in.maxBatch, commit: in.commitBatch}
+	in.commits = &committer{max: in.maxBatch, parallel: 1, commit: in.commitBatch}
+	if d.Dialect == db.Postgres {
+		// Batches in flight side by side share PostgreSQL's WAL flushes
+		// and overlap their round trips; SQLite has one writer.
+		in.commits.parallel = parallelCommits
+	}
 	if in.senders == nil {
 		log.Warn("mllp sender binding not configured: any peer may send as any MSH-3/MSH-4")
 	}

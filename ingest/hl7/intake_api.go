@@ -85,7 +85,7 @@ func (a *API) raw(c *gin.Context) {
 		if raw, err = a.store.Raw(ctx, tx, id); err != nil {
 			return err
 		}
-		_, err = audit.Append(ctx, tx, audit.Entry{At: a.now(), ActorType: p.Kind, ActorID: p.Subject,
+		err = audit.Append(ctx, tx, audit.Entry{At: a.now(), ActorType: p.Kind, ActorID: p.Subject,
 			ActorRole: p.Role, Action: "hl7.raw_viewed", ObjectType: "raw_message", ObjectID: id, CorrelationID: id,
 			SourceAddr: c.ClientIP()})
 		return err

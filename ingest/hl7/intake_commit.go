@@ -2,13 +2,13 @@ package hl7
 
 import (
 	"context"
-	"database/sql"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/clarion-health/clarion/audit"
 	"github.com/clarion-health/clarion/ingest"
+	"github.com/clarion-health/clarion/internal/db"
 	"github.com/clarion-health/clarion/internal/ids"
 )
 
@@ -31,75 +31,86 @@ type item struct {
 	dup     bool
 	err     error
 
-	done chan bool // true: lead the next batch; false: committed
+	done chan struct{} // closed once committed (or failed)
 }
 
 // committer groups the messages waiting at one moment into one
-// transaction (group commit). There is no background goroutine: the first
-// caller to find the committer idle leads, commits everything queued (up
-// to max), wakes the others with their results, and hands the lead to the
-// first message that queued meanwhile. Every message is still audited on
-// its own and answered only after the commit that holds it.
+// transaction (group commit). Up to parallel batches are in flight at once.
+// A message that finds a batch slot free commits the head of the queue
+// itself (its own message included, at most max), wakes the other
+// submitters of that batch, and, if messages queued meanwhile, hands the
+// slot to a goroutine that goes on committing until the queue is empty.
+// Under light load a message is committed alone, on its own goroutine;
+// under heavy load the queue grows while the slots are busy, and batches
+// grow with it. Every message is still audited on its own and answered
+// only after the commit that holds it.
 type committer struct {
-	max    int
-	commit func(ctx context.Context, batch []*item) error
+	max      int
+	parallel int // 0 means 1: SQLite's single connection serialises commits anyway
+	commit   func(ctx context.Context, batch []*item) error
 
 	mu    sync.Mutex
 	queue []*item
-	busy  bool
+	busy  int // runners
 }
 
 func (c *committer) submit(ctx context.Context, it *item) {
-	it.done = make(chan bool, 1)
+	it.done = make(chan struct{})
 	c.mu.Lock()
 	c.queue = append(c.queue, it)
-	if c.busy {
-		c.mu.Unlock()
-		if lead := <-it.done; !lead {
-			return
-		}
-	} else {
-		c.busy = true
-		c.mu.Unlock()
+	start := c.busy < max(c.parallel, 1)
+	if start {
+		c.busy++
 	}
-	c.lead(ctx)
+	c.mu.Unlock()
+	if start {
+		// A commit serves several connections: none of them may cancel it.
+		if c.step(context.WithoutCancel(ctx)) {
+			go c.run(context.WithoutCancel(ctx))
+		}
+	}
+	<-it.done
 }
 
-// lead commits the head of the queue (which holds the leader's own item).
-// When the batch transaction fails, each message is retried in a
-// transaction of its own, so one bad message cannot fail its neighbours;
-// only the ones that fail again are answered AE/CE.
-func (c *committer) lead(ctx context.Context) {
+// run commits batches until the queue is empty.
+func (c *committer) run(ctx context.Context) {
+	for c.step(ctx) {
+	}
+}
+
+// step commits the head of the queue and reports whether messages are
+// still waiting (the slot stays taken) or not (the slot is freed). When a
+// batch transaction fails, each message is retried in a transaction of its
+// own, so one bad message cannot fail its neighbours; only the ones that
+// fail again are answered AE/CE.
+func (c *committer) step(ctx context.Context) bool {
 	c.mu.Lock()
 	n := min(len(c.queue), c.max)
 	batch := c.queue[:n:n]
 	c.queue = append([]*item(nil), c.queue[n:]...)
 	c.mu.Unlock()
 
-	if err := c.commit(ctx, batch); err != nil {
-		if len(batch) == 1 {
-			batch[0].err = err
-		} else {
-			for _, it := range batch {
-				it.err = c.commit(ctx, []*item{it})
+	if len(batch) > 0 {
+		if err := c.commit(ctx, batch); err != nil {
+			if len(batch) == 1 {
+				batch[0].err = err
+			} else {
+				for _, it := range batch {
+					it.err = c.commit(ctx, []*item{it})
+				}
 			}
 		}
+		for _, it := range batch {
+			close(it.done)
+		}
 	}
-
 	c.mu.Lock()
-	var next *item
-	if len(c.queue) > 0 {
-		next = c.queue[0]
-	} else {
-		c.busy = false
+	defer c.mu.Unlock()
+	if len(c.queue) == 0 {
+		c.busy--
+		return false
 	}
-	c.mu.Unlock()
-	for _, it := range batch {
-		it.done <- false
-	}
-	if next != nil {
-		next.done <- true
-	}
+	return true
 }
 
 // result is what one item's part of a batch transaction decided; it is
@@ -109,13 +120,14 @@ type result struct {
 	dup     bool
 }
 
-// commitBatch stores a batch in one transaction: the new events' dedup
-// keys claimed and the events inserted with one statement each, each
-// rejection kept, and every message's audit record appended in one go. The
-// statement count per batch stays flat as the batch grows.
+// commitBatch stores a batch in one transaction of two round trips on
+// PostgreSQL, whatever its size: the new events' dedup keys are claimed
+// (one statement) and sent with BEGIN; then the events, the rejections and
+// every message's audit record are sent with COMMIT. A duplicate costs one
+// more round trip, to read the answer the first copy was given.
 func (in *Intake) commitBatch(ctx context.Context, batch []*item) error {
 	results := make([]result, len(batch))
-	err := in.db.InTx(ctx, func(tx *sql.Tx) error {
+	err := in.db.InPipe(ctx, func(p *db.Pipe) error {
 		var claims []ingest.DedupClaim
 		claimOf := make([]int, len(batch)) // batch index → claim index, -1 when none
 		first := map[string]int{}          // dedup key → claim index of its first copy in this batch
@@ -123,11 +135,9 @@ func (in *Intake) commitBatch(ctx context.Context, batch []*item) error {
 			claimOf[i] = -1
 			if it.ev == nil {
 				id := ids.New("rej")
-				if err := in.store.Reject(ctx, tx, ingest.Rejected{ID: id, Source: it.source, ControlID: it.controlID,
+				in.store.QueueReject(p, ingest.Rejected{ID: id, Source: it.source, ControlID: it.controlID,
 					Identity: it.identity, AckCode: it.answer, Code: it.perr.Code, Reason: it.perr.Error(),
-					Raw: it.raw, At: it.at}); err != nil {
-					return err
-				}
+					Raw: it.raw, At: it.at})
 				results[i] = result{eventID: id}
 				continue
 			}
@@ -140,8 +150,19 @@ func (in *Intake) commitBatch(ctx context.Context, batch []*item) error {
 			claims = append(claims, ingest.DedupClaim{Source: it.ev.Source, SourceID: it.ev.SourceID,
 				EventID: ids.New("evt"), At: it.at})
 		}
-		priors, err := in.store.ClaimDedupBatch(ctx, tx, claims, "AA", in.window)
-		if err != nil {
+		claimed := map[string]bool{}
+		in.store.QueueClaims(p, claims, "AA", in.window, claimed)
+		if err := p.Flush(ctx); err != nil {
+			return err
+		}
+		priors := make([]*ingest.Prior, len(claims))
+		for c := range claims {
+			if !claimed[claims[c].EventID] {
+				priors[c] = &ingest.Prior{}
+				in.store.QueuePrior(p, claims[c].Source, claims[c].SourceID, priors[c])
+			}
+		}
+		if err := p.Flush(ctx); err != nil {
 			return err
 		}
 		var fresh []ingest.NewEvent
@@ -150,20 +171,18 @@ func (in *Intake) commitBatch(ctx context.Context, batch []*item) error {
 			if c < 0 {
 				continue
 			}
-			if p := priors[c]; p != nil {
-				claims[c].EventID = p.EventID // later copies in this batch answer from it too
-				results[i] = result{eventID: p.EventID, dup: true}
+			if prior := priors[c]; prior != nil {
+				claims[c].EventID = prior.EventID // later copies in this batch answer from it too
+				results[i] = result{eventID: prior.EventID, dup: true}
 				continue
 			}
 			results[i] = result{eventID: claims[c].EventID}
 			fresh = append(fresh, ingest.NewEvent{ID: claims[c].EventID, Event: it.ev, Raw: it.raw, At: it.at})
 			if it.ev.Kind == ingest.KindWatchdog && in.watch != nil {
-				if err := in.watch.Seen(ctx, tx, reporterOf(it.ev), it.at); err != nil {
-					return err
-				}
+				in.watch.Seen(p, reporterOf(it.ev), it.at)
 			}
 		}
-		if err := in.store.InsertBatch(ctx, tx, fresh, "AA"); err != nil {
+		if err := in.store.QueueEvents(p, fresh, "AA"); err != nil {
 			return err
 		}
 		for i, it := range batch {
@@ -171,8 +190,7 @@ func (in *Intake) commitBatch(ctx context.Context, batch []*item) error {
 				results[i].eventID = claims[first[dedupKey(it.ev)]].EventID
 			}
 		}
-		_, err = audit.AppendBatch(ctx, tx, in.auditEntries(batch, results))
-		return err
+		return audit.QueueBatch(p, in.auditEntries(batch, results))
 	})
 	if err != nil {
 		return err

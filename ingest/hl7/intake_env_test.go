@@ -17,6 +17,7 @@ import (
 	"github.com/clarion-health/clarion/ingest"
 	"github.com/clarion-health/clarion/internal/atrest"
 	"github.com/clarion-health/clarion/internal/db"
+	"github.com/clarion-health/clarion/internal/dbtest"
 )
 
 // clock is the explicit time of a test.
@@ -83,6 +84,7 @@ func (e *intakeEnv) count(t *testing.T, table string) int {
 
 func (e *intakeEnv) verifyAudit(t *testing.T) int64 {
 	t.Helper()
+	dbtest.ChainAudit(t, e.db)
 	n, err := audit.Verify(context.Background(), e.db)
 	if err != nil {
 		t.Fatalf("audit chain: %v", err)

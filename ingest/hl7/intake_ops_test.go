@@ -124,6 +124,7 @@ func TestWatchdog(t *testing.T) {
 			t.Errorf("router kicked %d times, want 3", kicks)
 		}
 		var lost, resumed int
+		dbtest.ChainAudit(t, d)
 		d.QueryRow(`SELECT COUNT(*) FROM audit_log WHERE action = 'ingest.watchdog_lost'`).Scan(&lost)
 		d.QueryRow(`SELECT COUNT(*) FROM audit_log WHERE action = 'ingest.watchdog_resumed'`).Scan(&resumed)
 		if lost != 2 || resumed != 1 {
@@ -284,6 +285,7 @@ func TestRetentionAndAPI(t *testing.T) {
 		}
 
 		var views, purges int
+		dbtest.ChainAudit(t, d)
 		d.QueryRow(`SELECT COUNT(*) FROM audit_log WHERE action = 'hl7.raw_viewed'`).Scan(&views)
 		d.QueryRow(`SELECT COUNT(*) FROM audit_log WHERE action = 'ingest.raw_purged'`).Scan(&purges)
 		if views != 3 || purges != 1 {

@@ -59,7 +59,7 @@ func (r *Retention) PurgeOnce(ctx context.Context, now time.Time) (Purged, error
 		if p == (Purged{}) {
 			return nil
 		}
-		_, err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "retention",
+		err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "retention",
 			Action: "ingest.raw_purged", ObjectType: "raw_message", ObjectID: "retention",
 			Detail: map[string]any{"events": p.Events, "rejected": p.Rejected, "dedup_keys": p.DedupKeys,
 				"retention_h": int64(keep.Hours()), "dedup_window_h": int64(window.Hours())}})

@@ -29,7 +29,7 @@ const WatchdogSource = "CLARION^WATCHDOG"
 // WatchdogRecorder notes, in the intake's transaction, that a reporter's
 // watchdog message was committed.
 type WatchdogRecorder interface {
-	Seen(ctx context.Context, tx ingest.Tx, reporter string, at time.Time) error
+	Seen(q ingest.Queue, reporter string, at time.Time)
 }
 
 // WatchedReporter is an alarm reporter (by MSH-3) that must send a
@@ -79,19 +79,15 @@ func NewWatchdog(d *db.DB, store *ingest.Store, log *slog.Logger, now func() tim
 	return w, nil
 }
 
-// Seen records a watchdog from reporter at at; unsupervised reporters are
-// ignored.
-func (w *Watchdog) Seen(ctx context.Context, tx ingest.Tx, reporter string, at time.Time) error {
+// Seen queues the record of a watchdog from reporter at at, sent with the
+// intake's transaction; unsupervised reporters are ignored.
+func (w *Watchdog) Seen(q ingest.Queue, reporter string, at time.Time) {
 	if _, ok := w.reporters[reporter]; !ok {
-		return nil
+		return
 	}
-	_, err := tx.ExecContext(ctx, `INSERT INTO ingest_watchdogs (reporter, last_seen_at) VALUES ($1, $2)
+	q.Exec(`INSERT INTO ingest_watchdogs (reporter, last_seen_at) VALUES ($1, $2)
 		ON CONFLICT (reporter) DO UPDATE SET last_seen_at = excluded.last_seen_at
 		WHERE ingest_watchdogs.last_seen_at < excluded.last_seen_at`, reporter, at.UnixMicro())
-	if err != nil {
-		return fmt.Errorf("record watchdog: %w", err)
-	}
-	return nil
 }
 
 // Run checks every interval until ctx ends.
@@ -195,7 +191,7 @@ func (w *Watchdog) insertAlarm(ctx context.Context, tx *sql.Tx, r WatchedReporte
 func (w *Watchdog) audit(ctx context.Context, tx *sql.Tx, action, eventID string, r WatchedReporter, detail map[string]any, now time.Time) error {
 	detail["reporter"] = r.Reporter
 	detail["interval_ms"] = r.Interval.Milliseconds()
-	_, err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "watchdog",
+	err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "watchdog",
 		Action: action, ObjectType: "event", ObjectID: eventID, CorrelationID: eventID, Detail: detail})
 	return err
 }

@@ -166,7 +166,7 @@ func (u *useLog) due(p Principal, now time.Time) bool {
 func auditUse(c *gin.Context, d *db.DB, p Principal) {
 	ctx := c.Request.Context()
 	_ = d.InTx(ctx, func(tx *sql.Tx) error {
-		_, err := audit.Append(ctx, tx, audit.Entry{ActorType: p.Kind, ActorID: p.Subject, ActorRole: p.Role,
+		err := audit.Append(ctx, tx, audit.Entry{ActorType: p.Kind, ActorID: p.Subject, ActorRole: p.Role,
 			Action: "auth.token_used", ObjectType: "route", ObjectID: c.Request.Method + " " + c.FullPath(),
 			SourceAddr: c.RemoteIP(), CorrelationID: p.Subject})
 		return err
@@ -176,7 +176,7 @@ func auditUse(c *gin.Context, d *db.DB, p Principal) {
 func auditFailure(c *gin.Context, d *db.DB, reason string) {
 	ctx := c.Request.Context()
 	_ = d.InTx(ctx, func(tx *sql.Tx) error {
-		_, err := audit.Append(ctx, tx, audit.Entry{ActorType: "anonymous", Action: "auth.failed",
+		err := audit.Append(ctx, tx, audit.Entry{ActorType: "anonymous", Action: "auth.failed",
 			ObjectType: "route", ObjectID: c.Request.Method + " " + c.FullPath(), Outcome: "failure",
 			SourceAddr: c.RemoteIP(), Detail: map[string]any{"reason": reason}})
 		return err

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/clarion-health/clarion/audit"
 	"github.com/clarion-health/clarion/internal/db"
 	"github.com/clarion-health/clarion/internal/ids"
 )
@@ -95,4 +96,14 @@ func PostgresURL(t testing.TB) string {
 	q.Set("search_path", schema)
 	u.RawQuery = q.Encode()
 	return u.String()
+}
+
+// ChainAudit links the audit records committed so far into the chain, as
+// a node's Chainer does within a poll: tests that read audit_log call it
+// first.
+func ChainAudit(t testing.TB, d *db.DB) {
+	t.Helper()
+	if err := audit.ChainAll(context.Background(), d); err != nil {
+		t.Fatalf("chain audit records: %v", err)
+	}
 }

@@ -205,8 +205,110 @@ func TestWorkerRoutingLifecycle(t *testing.T) {
 		if got := f.count(`SELECT COUNT(*) FROM messages`); got != before+1 {
 			t.Fatalf("%d messages after the release, want %d", got, before+1)
 		}
-		if n, err := audit.Verify(context.Background(), d); err != nil {
+		dbtest.ChainAudit(t, d)
+		if n, err := audit.Verify(context.Background(), d); err != nil || n == 0 {
 			t.Fatalf("audit.Verify after %d: %v", n, err)
+		}
+	})
+}
+
+// store keeps an event as intake does, without routing it.
+func (f *fixture) store1(ev *ingest.Event) string {
+	f.t.Helper()
+	f.n++
+	ev.Source, ev.SourceID = "TEST", string(rune('a'+f.n))
+	ctx := context.Background()
+	id := "evt_" + ev.SourceID
+	if err := f.d.InTx(ctx, func(tx *sql.Tx) error { return f.store.Insert(ctx, tx, id, ev, nil, "AA", f.now) }); err != nil {
+		f.t.Fatal(err)
+	}
+	f.now = f.now.Add(time.Millisecond) // arrival order is received_at order
+	return id
+}
+
+// A burst is routed in one transaction, in arrival order: a result routes
+// to the unit an admission earlier in the same batch set.
+func TestBatchRoutesInArrivalOrder(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		f := newFixture(t, d)
+		p, q := ingest.Patient{ID: "MRN1"}, ingest.Patient{ID: "MRN2"}
+		var ids []string
+		for _, ev := range []*ingest.Event{
+			{Kind: ingest.KindAdmit, Patient: p, Location: ingest.Location{Unit: "ICU", Bed: "1"}},
+			{Kind: ingest.KindResult, Patient: p, Observations: []ingest.Observation{obs("2823-3", 7, "HH")}},
+			{Kind: ingest.KindAdmit, Patient: q, Location: ingest.Location{Unit: "4W", Bed: "2"}},
+			{Kind: ingest.KindResult, Patient: q, Observations: []ingest.Observation{obs("2823-3", 6.8, "HH")}},
+			{Kind: ingest.KindResult, Patient: q, Observations: []ingest.Observation{obs("2823-3", 6.9, "HH")}},
+		} {
+			ids = append(ids, f.store1(ev))
+		}
+		n, err := f.worker.ProcessBatch(context.Background(), 32)
+		if err != nil || n != 5 {
+			t.Fatalf("ProcessBatch: %d %v", n, err)
+		}
+		if got := f.count(`SELECT COUNT(*) FROM events WHERE state = 'processed'`); got != 5 {
+			t.Fatalf("%d events processed, want 5", got)
+		}
+		// p's alert went to ICU's RN, q's to 4W's; q's second result updated its open alert.
+		if a, b := f.count(`SELECT COUNT(*) FROM messages WHERE user_id = 'icurn'`),
+			f.count(`SELECT COUNT(*) FROM messages WHERE user_id = 'rn1'`); a != 1 || b != 1 {
+			t.Fatalf("icurn %d, rn1 %d messages; want 1 and 1", a, b)
+		}
+		if n, err := f.worker.ProcessBatch(context.Background(), 32); err != nil || n != 0 {
+			t.Fatalf("second ProcessBatch: %d %v", n, err)
+		}
+		dbtest.ChainAudit(t, d)
+		page, err := audit.Query(context.Background(), d, audit.Filter{Action: "event.routed"})
+		if err != nil || len(page.Records) != 5 {
+			t.Fatalf("event.routed records: %d %v", len(page.Records), err)
+		}
+		for i, r := range page.Records {
+			if r.ObjectID != ids[i] {
+				t.Fatalf("record %d routes %s, want %s", i, r.ObjectID, ids[i])
+			}
+		}
+	})
+}
+
+// An event that cannot be read fails its batch; the worker then routes the
+// events one by one, so the others are routed and the bad one is set aside
+// after its attempts.
+func TestBadEventFailsAlone(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		f := newFixture(t, d)
+		p := ingest.Patient{ID: "MRN1"}
+		f.store1(&ingest.Event{Kind: ingest.KindAdmit, Patient: p, Location: ingest.Location{Unit: "4W", Bed: "1"}})
+		bad := f.store1(&ingest.Event{Kind: ingest.KindResult, Patient: p, Observations: []ingest.Observation{obs("2823-3", 7, "HH")}})
+		f.store1(&ingest.Event{Kind: ingest.KindResult, Patient: p, Observations: []ingest.Observation{obs("2823-3", 6.9, "HH")}})
+		ctx := context.Background()
+		if _, err := d.ExecContext(ctx, `UPDATE events SET payload = $1 WHERE id = $2`, []byte("not sealed"), bad); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := f.worker.ProcessBatch(ctx, 32); err == nil || n != 0 {
+			t.Fatalf("ProcessBatch with a bad event: %d %v", n, err)
+		}
+		if got := f.count(`SELECT COUNT(*) FROM events WHERE state = 'pending'`); got != 3 {
+			t.Fatalf("%d pending after the failed batch, want 3 (nothing kept)", got)
+		}
+		run, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { f.worker.Run(run, 5*time.Millisecond); close(done) }()
+		defer func() { stop(); <-done }()
+		deadline := time.Now().Add(20 * time.Second)
+		for f.count(`SELECT COUNT(*) FROM events WHERE state = 'pending'`) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("events still pending")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if got := f.count(`SELECT COUNT(*) FROM events WHERE state = 'failed' AND id = $1`, bad); got != 1 {
+			t.Fatal("the bad event is not marked failed")
+		}
+		if got := f.count(`SELECT COUNT(*) FROM events WHERE state = 'processed'`); got != 2 {
+			t.Fatalf("%d events processed, want 2", got)
+		}
+		if got := f.count(`SELECT COUNT(*) FROM messages WHERE user_id = 'rn1'`); got != 1 {
+			t.Fatalf("rn1 got %d messages, want 1 (the good result)", got)
 		}
 	})
 }

@@ -1,0 +1,188 @@
+package db
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+)
+
+// Rows is what a queued query's scan function reads: *sql.Rows and
+// pgx.Rows both are. An alias, so that packages declaring the same
+// interface literal accept a *Pipe.
+type Rows = interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
+}
+
+// Pipe is a transaction whose statements are queued and sent together.
+// On PostgreSQL each Flush is one round trip: the queued statements go as
+// one pgx batch (a pipeline) on the transaction's connection, BEGIN riding
+// with the first and COMMIT with the last, so a transaction of two flushes
+// costs two round trips instead of one per statement. On SQLite, in
+// process, the statements simply run in order when flushed.
+//
+// A statement's error is reported by the Flush (or the commit) that sends
+// it; a scan function runs during that Flush. Statements must not depend
+// on each other's results within one Flush, except through the database
+// (a later statement may read what an earlier one wrote).
+type Pipe struct {
+	pg    *pgx.Conn // PostgreSQL
+	tx    *sql.Tx   // SQLite
+	begun bool
+	queue []queued
+}
+
+type queued struct {
+	query string
+	args  []any
+	scan  func(Rows) error // nil for a statement without rows
+}
+
+// Exec queues a statement.
+func (p *Pipe) Exec(query string, args ...any) {
+	p.queue = append(p.queue, queued{query: query, args: args})
+}
+
+// Query queues a statement whose rows scan reads when it is sent.
+func (p *Pipe) Query(scan func(Rows) error, query string, args ...any) {
+	p.queue = append(p.queue, queued{query: query, args: args, scan: scan})
+}
+
+// Flush sends the queued statements and runs their scan functions.
+func (p *Pipe) Flush(ctx context.Context) error { return p.send(ctx, false) }
+
+// InPipe runs fn in a pipelined transaction and commits it, sending what fn
+// left queued with the commit; it rolls back when fn or a statement fails.
+func (d *DB) InPipe(ctx context.Context, fn func(p *Pipe) error) error {
+	if d.Dialect != Postgres {
+		return d.InTx(ctx, func(tx *sql.Tx) error {
+			p := &Pipe{tx: tx}
+			if err := fn(p); err != nil {
+				return err
+			}
+			return p.Flush(ctx)
+		})
+	}
+	conn, err := d.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		sc, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("pipe: driver connection is %T, not pgx", dc)
+		}
+		p := &Pipe{pg: sc.Conn()}
+		err := fn(p)
+		if err == nil {
+			err = p.send(ctx, true)
+		}
+		if err != nil && p.pg.PgConn().TxStatus() != 'I' {
+			// An open or failed transaction: roll it back. Should that fail
+			// too, database/sql discards the connection (ResetSession sees
+			// the transaction still open).
+			_, _ = p.pg.Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		}
+		return err
+	})
+}
+
+func (p *Pipe) send(ctx context.Context, commit bool) error {
+	items := p.queue
+	p.queue = nil
+	if p.tx != nil {
+		return runEach(ctx, p.tx, items)
+	}
+	if len(items) == 0 && (!commit || !p.begun) {
+		return nil
+	}
+	b := &pgx.Batch{}
+	first := !p.begun
+	if first {
+		b.Queue("BEGIN")
+	}
+	for _, it := range items {
+		b.Queue(it.query, it.args...)
+	}
+	if commit {
+		b.Queue("COMMIT")
+	}
+	br := p.pg.SendBatch(ctx, b)
+	err := readResults(br, first, items, commit)
+	if cerr := br.Close(); err == nil && cerr != nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	p.begun = !commit
+	return nil
+}
+
+// readResults reads a batch's results in order: BEGIN's when first, each
+// item's, then COMMIT's.
+func readResults(br pgx.BatchResults, first bool, items []queued, commit bool) error {
+	if first {
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("begin: %w", err)
+		}
+	}
+	for _, it := range items {
+		if it.scan == nil {
+			if _, err := br.Exec(); err != nil {
+				return err
+			}
+			continue
+		}
+		rows, err := br.Query()
+		if err != nil {
+			return err
+		}
+		err = it.scan(rows)
+		rows.Close()
+		if err == nil {
+			err = rows.Err()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	if commit {
+		if _, err := br.Exec(); err != nil {
+			return fmt.Errorf("commit: %w", err)
+		}
+	}
+	return nil
+}
+
+// runEach runs queued statements one by one in tx (SQLite).
+func runEach(ctx context.Context, tx *sql.Tx, items []queued) error {
+	for _, it := range items {
+		if it.scan == nil {
+			if _, err := tx.ExecContext(ctx, it.query, it.args...); err != nil {
+				return err
+			}
+			continue
+		}
+		rows, err := tx.QueryContext(ctx, it.query, it.args...)
+		if err != nil {
+			return err
+		}
+		err = it.scan(rows)
+		if cerr := rows.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = rows.Err()
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

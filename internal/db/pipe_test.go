@@ -1,0 +1,86 @@
+package db_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/clarion-health/clarion/internal/db"
+	"github.com/clarion-health/clarion/internal/dbtest"
+)
+
+func users(t *testing.T, d *db.DB) int {
+	t.Helper()
+	var n int
+	if err := d.QueryRow(`SELECT COUNT(*) FROM users`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// A pipelined transaction commits what every flush sent, reads its own
+// writes, and rolls back all of it when any statement, or the function,
+// fails; the connection serves the next transaction either way.
+func TestPipe(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		var names []string
+		err := d.InPipe(ctx, func(p *db.Pipe) error {
+			p.Exec(`INSERT INTO users (id, name) VALUES ($1, $2)`, "u1", "Ann")
+			p.Exec(`INSERT INTO users (id, name) VALUES ($1, $2)`, "u2", "Bob")
+			p.Query(func(rows db.Rows) error {
+				for rows.Next() {
+					var s string
+					if err := rows.Scan(&s); err != nil {
+						return err
+					}
+					names = append(names, s)
+				}
+				return nil
+			}, `SELECT name FROM users ORDER BY id`)
+			if err := p.Flush(ctx); err != nil {
+				return err
+			}
+			if len(names) != 2 {
+				t.Errorf("the flush read %v", names)
+			}
+			p.Exec(`INSERT INTO users (id, name) VALUES ($1, $2)`, "u3", "Cat")
+			return nil // queued: sent with the commit
+		})
+		if err != nil || users(t, d) != 3 {
+			t.Fatalf("commit: %v, %d users", err, users(t, d))
+		}
+
+		// A failing statement in the second flush undoes the first.
+		err = d.InPipe(ctx, func(p *db.Pipe) error {
+			p.Exec(`INSERT INTO users (id, name) VALUES ($1, $2)`, "u4", "Dan")
+			if err := p.Flush(ctx); err != nil {
+				return err
+			}
+			p.Exec(`INSERT INTO users (id, name) VALUES ($1, $2)`, "u1", "Ann again")
+			p.Exec(`INSERT INTO users (id, name) VALUES ($1, $2)`, "u5", "Eve")
+			return nil
+		})
+		if !db.IsUniqueViolation(err) || users(t, d) != 3 {
+			t.Fatalf("failed statement: %v, %d users", err, users(t, d))
+		}
+
+		// The function's own error rolls back what was flushed.
+		stop := errors.New("stop")
+		err = d.InPipe(ctx, func(p *db.Pipe) error {
+			p.Exec(`INSERT INTO users (id, name) VALUES ($1, $2)`, "u6", "Fay")
+			if err := p.Flush(ctx); err != nil {
+				return err
+			}
+			return stop
+		})
+		if !errors.Is(err, stop) || users(t, d) != 3 {
+			t.Fatalf("function error: %v, %d users", err, users(t, d))
+		}
+
+		// An empty pipe commits nothing and fails nothing.
+		if err := d.InPipe(ctx, func(*db.Pipe) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
