@@ -73,7 +73,7 @@ func Open(ctx context.Context, url, dataDir string) (*DB, error) {
 func OpenSQLite(ctx context.Context, path string) (*DB, error) {
 	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
 		"&_pragma=busy_timeout(10000)&_pragma=foreign_keys(1)&_txlock=immediate"
-	sqldb, err := sql.Open("sqlite", dsn)
+	sqldb, err := openSQLiteDB(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite: %w", err)
 	}

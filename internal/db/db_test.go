@@ -3,6 +3,9 @@ package db_test
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/clarion-health/clarion/internal/db"
@@ -38,5 +41,63 @@ func TestSQLiteIsDurable(t *testing.T) {
 	var sync int
 	if err := d.QueryRow("PRAGMA synchronous").Scan(&sync); err != nil || sync != 2 {
 		t.Fatalf("synchronous = %d, %v; want 2 (FULL)", sync, err)
+	}
+}
+
+func TestPositionalPlaceholders(t *testing.T) {
+	args := func(vs ...any) []driver.NamedValue {
+		out := make([]driver.NamedValue, len(vs))
+		for i, v := range vs {
+			out[i] = driver.NamedValue{Ordinal: i + 1, Value: v}
+		}
+		return out
+	}
+	for _, c := range []struct {
+		in, want string
+		args     []driver.NamedValue
+		wantArgs []any
+	}{
+		{`SELECT 1`, `SELECT 1`, nil, nil},
+		{`VALUES ($1, $2), ($3, $2)`, `VALUES (?, ?), (?, ?)`, args("a", "b", "c"), []any{"a", "b", "c", "b"}},
+		{`x = $12 OR y = $1`, `x = ? OR y = ?`, args(1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12), []any{12, 1}},
+		{`SELECT '$1', "$2", $3 WHERE x = 'it''s $4'`, `SELECT '$1', "$2", ? WHERE x = 'it''s $4'`, args(1, 2, 3, 4), []any{3}},
+		{`SELECT $$ $0 $a`, `SELECT $$ $0 $a`, nil, nil},
+		{`SELECT $2`, `SELECT $2`, args(1), []any{1}}, // an argument it was not given: left to the driver
+	} {
+		got, gotArgs := db.Positional(c.in, c.args)
+		var vals []any
+		for i, a := range gotArgs {
+			if a.Ordinal != i+1 {
+				t.Errorf("%q: argument %d has ordinal %d", c.in, i, a.Ordinal)
+			}
+			vals = append(vals, a.Value)
+		}
+		if got != c.want || fmt.Sprint(vals) != fmt.Sprint(c.wantArgs) {
+			t.Errorf("positional(%q) = %q %v, want %q %v", c.in, got, vals, c.want, c.wantArgs)
+		}
+	}
+}
+
+// A statement with more parameters than SQLite's named-parameter list
+// handles quickly still binds each in its place.
+func TestSQLiteManyPlaceholders(t *testing.T) {
+	d := dbtest.SQLite(t)
+	ctx := context.Background()
+	var q strings.Builder
+	q.WriteString(`INSERT INTO users (id, name) VALUES `)
+	args := []any{"same name"}
+	for i := range 500 {
+		if i > 0 {
+			q.WriteByte(',')
+		}
+		fmt.Fprintf(&q, "($%d, $%d)", i+2, 1) // out of order, and $1 repeated
+		args = append(args, fmt.Sprint("u", i))
+	}
+	if _, err := d.ExecContext(ctx, q.String(), args...); err != nil {
+		t.Fatal(err)
+	}
+	var name string
+	if err := d.QueryRowContext(ctx, `SELECT name FROM users WHERE id = $1`, "u321").Scan(&name); err != nil || name != "same name" {
+		t.Fatalf("%q %v", name, err)
 	}
 }

@@ -1,0 +1,4 @@
+package db
+
+// Positional exposes positional to the external tests.
+var Positional = positional
