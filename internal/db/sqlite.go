@@ -53,12 +53,12 @@ func openSQLiteDB(dsn string) (*sql.DB, error) {
 type numberedConn struct{ driver.Conn }
 
 var (
-	_ driver.ExecerContext      = numberedConn{}
-	_ driver.QueryerContext     = numberedConn{}
-	_ driver.ConnBeginTx        = numberedConn{}
-	_ driver.Pinger             = numberedConn{}
-	_ driver.SessionResetter    = numberedConn{}
-	_ driver.Validator          = numberedConn{}
+	_ driver.ExecerContext   = numberedConn{}
+	_ driver.QueryerContext  = numberedConn{}
+	_ driver.ConnBeginTx     = numberedConn{}
+	_ driver.Pinger          = numberedConn{}
+	_ driver.SessionResetter = numberedConn{}
+	_ driver.Validator       = numberedConn{}
 )
 
 func (c numberedConn) Prepare(query string) (driver.Stmt, error) {
