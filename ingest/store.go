@@ -185,14 +185,19 @@ func (s *Store) ClaimNext(ctx context.Context, tx Tx) (*Stored, error) {
 		return nil, fmt.Errorf("claim event: %w", err)
 	}
 	st.ReceivedAt = time.UnixMicro(received)
+	return &st, s.openEvent(&st, payload)
+}
+
+// openEvent unseals and decodes a stored event's payload into st.Event.
+func (s *Store) openEvent(st *Stored, payload []byte) error {
 	plain, err := s.sealer.Open(payload, []byte(st.ID))
 	if err != nil {
-		return &st, fmt.Errorf("open event %s: %w", st.ID, err)
+		return fmt.Errorf("open event %s: %w", st.ID, err)
 	}
 	if err := json.Unmarshal(plain, &st.Event); err != nil {
-		return &st, fmt.Errorf("decode event %s: %w", st.ID, err)
+		return fmt.Errorf("decode event %s: %w", st.ID, err)
 	}
-	return &st, nil
+	return nil
 }
 
 // ClaimBatch returns up to limit pending events, oldest first, locked for
@@ -215,12 +220,8 @@ func (s *Store) ClaimBatch(ctx context.Context, tx Tx, limit int) ([]Stored, err
 			return nil, fmt.Errorf("claim events: %w", err)
 		}
 		st.ReceivedAt = time.UnixMicro(received)
-		plain, err := s.sealer.Open(payload, []byte(st.ID))
-		if err != nil {
-			return nil, fmt.Errorf("open event %s: %w", st.ID, err)
-		}
-		if err := json.Unmarshal(plain, &st.Event); err != nil {
-			return nil, fmt.Errorf("decode event %s: %w", st.ID, err)
+		if err := s.openEvent(&st, payload); err != nil {
+			return nil, err
 		}
 		out = append(out, st)
 	}
