@@ -462,6 +462,38 @@ func (s *Store) QueueClaims(q Queue, claims []DedupClaim, ackCode string, window
 	q.Query(func(rows Rows) error { return scanClaimed(rows, claimed) }, query, args...)
 }
 
+// QueueClaimGuard queues, after QueueClaims, a statement that aborts the
+// transaction when any of claims did not take its key (it divides by
+// zero: PostgreSQL has no RAISE outside a function). A writer that
+// expects no duplicate can then send a whole batch, COMMIT included, in
+// one round trip: should a claim lose, nothing of the batch is kept and
+// IsClaimLost tells the writer to redo it reading the earlier answers.
+// PostgreSQL only: SQLite divides by zero without complaint.
+func (s *Store) QueueClaimGuard(q Queue, claims []DedupClaim) {
+	if len(claims) == 0 {
+		return
+	}
+	var b strings.Builder
+	b.WriteString(`SELECT 1 / (COUNT(*) / $1) FROM ingest_dedup WHERE (source, source_id, event_id) IN (`)
+	args := []any{len(claims)}
+	for i, c := range claims {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		n := len(args)
+		fmt.Fprintf(&b, "($%d, $%d, $%d)", n+1, n+2, n+3)
+		args = append(args, c.Source, c.SourceID, c.EventID)
+	}
+	b.WriteByte(')')
+	q.Exec(b.String(), args...)
+}
+
+// IsClaimLost reports whether err is QueueClaimGuard's abort.
+func IsClaimLost(err error) bool {
+	var coder interface{ SQLState() string }
+	return errors.As(err, &coder) && coder.SQLState() == "22012" // division_by_zero
+}
+
 // QueuePrior queues the read of the answer a dedup key was given; once
 // sent, p holds it.
 func (s *Store) QueuePrior(q Queue, source, sourceID string, p *Prior) {

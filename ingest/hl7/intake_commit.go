@@ -120,12 +120,31 @@ type result struct {
 	dup     bool
 }
 
-// commitBatch stores a batch in one transaction of two round trips on
+// commitBatch stores a batch in one transaction. On PostgreSQL it first
+// assumes that no message repeats an earlier one (the common case) and
+// sends the whole transaction, COMMIT included, in one round trip, with a
+// guard that aborts it should any dedup key turn out to be taken; the
+// batch is then stored the careful way (storeBatch with optimistic false).
+// A lock-step sender, one message per transaction, pays one round trip
+// and one WAL flush per message.
+func (in *Intake) commitBatch(ctx context.Context, batch []*item) error {
+	if in.db.Dialect == db.Postgres {
+		err := in.storeBatch(ctx, batch, true)
+		if !ingest.IsClaimLost(err) {
+			return err
+		}
+	}
+	return in.storeBatch(ctx, batch, false)
+}
+
+// storeBatch stores a batch in one transaction of two round trips on
 // PostgreSQL, whatever its size: the new events' dedup keys are claimed
 // (one statement) and sent with BEGIN; then the events, the rejections and
 // every message's audit record are sent with COMMIT. A duplicate costs one
-// more round trip, to read the answer the first copy was given.
-func (in *Intake) commitBatch(ctx context.Context, batch []*item) error {
+// more round trip, to read the answer the first copy was given. When
+// optimistic, the claims are guarded instead of read back, and everything
+// goes in one round trip.
+func (in *Intake) storeBatch(ctx context.Context, batch []*item, optimistic bool) error {
 	results := make([]result, len(batch))
 	err := in.db.InPipe(ctx, func(p *db.Pipe) error {
 		var claims []ingest.DedupClaim
@@ -152,18 +171,22 @@ func (in *Intake) commitBatch(ctx context.Context, batch []*item) error {
 		}
 		claimed := map[string]bool{}
 		in.store.QueueClaims(p, claims, "AA", in.window, claimed)
-		if err := p.Flush(ctx); err != nil {
-			return err
-		}
 		priors := make([]*ingest.Prior, len(claims))
-		for c := range claims {
-			if !claimed[claims[c].EventID] {
-				priors[c] = &ingest.Prior{}
-				in.store.QueuePrior(p, claims[c].Source, claims[c].SourceID, priors[c])
+		if optimistic {
+			in.store.QueueClaimGuard(p, claims) // every claim wins, or nothing is kept
+		} else {
+			if err := p.Flush(ctx); err != nil {
+				return err
 			}
-		}
-		if err := p.Flush(ctx); err != nil {
-			return err
+			for c := range claims {
+				if !claimed[claims[c].EventID] {
+					priors[c] = &ingest.Prior{}
+					in.store.QueuePrior(p, claims[c].Source, claims[c].SourceID, priors[c])
+				}
+			}
+			if err := p.Flush(ctx); err != nil {
+				return err
+			}
 		}
 		var fresh []ingest.NewEvent
 		for i, it := range batch {
