@@ -1,7 +1,6 @@
 package fhir
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -27,7 +26,7 @@ func (a *API) postBase(c *gin.Context) {
 		a.fail(c, derr)
 		return
 	}
-	res, err := a.dec.Decode(body)
+	res, raws, err := a.decodeBundle(body)
 	if err != nil {
 		derr := asError(err)
 		a.reject(ctx, s, body, derr)
@@ -54,19 +53,13 @@ func (a *API) postBase(c *gin.Context) {
 		a.fail(c, derr)
 		return
 	}
-	var loose struct {
-		Entry []struct {
-			Resource json.RawMessage `json:"resource"`
-		} `json:"entry"`
-	}
-	_ = json.Unmarshal(body, &loose) // the strict decoder accepted it
 	entries := make([]*entry, len(b.GetEntry()))
 	errs := make([]*decode.Error, len(b.GetEntry()))
 	scopes := auth.ScopesFrom(c)
 	for i, be := range b.GetEntry() {
 		var raw []byte
-		if i < len(loose.Entry) {
-			raw = loose.Entry[i].Resource
+		if i < len(raws) {
+			raw = raws[i]
 		}
 		entries[i], errs[i] = a.bundleEntry(i, be, raw, scopes)
 		if errs[i] == nil {
