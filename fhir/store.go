@@ -164,6 +164,10 @@ type readingKey struct{ patient, code string }
 //
 // A reading is then fresh when it is at least as new as before (when the
 // key was not created) and every reading earlier in the transaction.
+//
+// Without forUpdate (SQLite: one connection, one writer) no other
+// transaction can insert a key meanwhile, so step 1 is left out: a key
+// missing from before was never seen.
 func queueReadings(q ingest.Queue, forUpdate string, newest map[readingKey]int64, created map[readingKey]bool,
 	before map[readingKey]int64) {
 	keys := make([]readingKey, 0, len(newest))
@@ -192,7 +196,7 @@ func queueReadings(q ingest.Queue, forUpdate string, newest map[readingKey]int64
 	for _, k := range keys {
 		byCode[k.code] = append(byCode[k.code], k.patient)
 	}
-	for start := 0; start < len(keys); start += lookupChunk {
+	for start := 0; forUpdate != "" && start < len(keys); start += lookupChunk {
 		vals, args := values(keys[start:min(start+lookupChunk, len(keys))])
 		q.Query(func(rows ingest.Rows) error {
 			for rows.Next() {
