@@ -1,7 +1,6 @@
 package fhir
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -27,7 +26,7 @@ func (a *API) postBase(c *gin.Context) {
 		a.fail(c, derr)
 		return
 	}
-	res, err := a.dec.Decode(body)
+	res, raws, err := a.decodeBundle(body)
 	if err != nil {
 		derr := asError(err)
 		a.reject(ctx, s, body, derr)
@@ -54,19 +53,13 @@ func (a *API) postBase(c *gin.Context) {
 		a.fail(c, derr)
 		return
 	}
-	var loose struct {
-		Entry []struct {
-			Resource json.RawMessage `json:"resource"`
-		} `json:"entry"`
-	}
-	_ = json.Unmarshal(body, &loose) // the strict decoder accepted it
 	entries := make([]*entry, len(b.GetEntry()))
 	errs := make([]*decode.Error, len(b.GetEntry()))
 	scopes := auth.ScopesFrom(c)
 	for i, be := range b.GetEntry() {
 		var raw []byte
-		if i < len(loose.Entry) {
-			raw = loose.Entry[i].Resource
+		if i < len(raws) {
+			raw = raws[i]
 		}
 		entries[i], errs[i] = a.bundleEntry(i, be, raw, scopes)
 		if errs[i] == nil {
@@ -97,6 +90,17 @@ func (a *API) postBase(c *gin.Context) {
 		a.write(c, http.StatusOK, outbound.Marshal(outbound.ResponseBundle(true, resp, now)))
 		return
 	}
+	// Each entry on its own, all submitted together: they share a
+	// transaction unless one fails, and then each commits alone.
+	reqs := make([]*request, len(entries))
+	var valid []*request
+	for i, e := range entries {
+		if errs[i] == nil {
+			reqs[i] = &request{s: s, entries: []*entry{e}}
+			valid = append(valid, reqs[i])
+		}
+	}
+	a.commits.submit(ctx, valid...)
 	resp := make([]outbound.Entry, len(entries))
 	for i, e := range entries {
 		if errs[i] != nil {
@@ -104,8 +108,7 @@ func (a *API) postBase(c *gin.Context) {
 			resp[i] = failedEntry(errs[i])
 			continue
 		}
-		outs, err := a.commit(ctx, s, []*entry{e})
-		if err != nil {
+		if err := reqs[i].err; err != nil {
 			derr := asDecodeError(err)
 			if derr == nil {
 				a.internal(c, err) // the database is failing: stop, the client retries the batch
@@ -115,7 +118,7 @@ func (a *API) postBase(c *gin.Context) {
 			resp[i] = failedEntry(derr)
 			continue
 		}
-		o := outs[0]
+		o := reqs[i].outs[0]
 		resp[i] = outbound.Entry{Status: statusText(o.status), Location: o.location(a.baseURL(c)), LastModified: o.at}
 	}
 	a.write(c, http.StatusOK, outbound.Marshal(outbound.ResponseBundle(false, resp, now)))

@@ -52,6 +52,7 @@ type API struct {
 	log     *slog.Logger
 	now     func() time.Time
 	kick    func()
+	commits *committer
 	client  *http.Client
 	base    string
 	version string
@@ -88,6 +89,12 @@ func New(d *db.DB, events *ingest.Store, keys Keyring, log *slog.Logger, now fun
 		client: &http.Client{Timeout: 15 * time.Second}, version: "dev"}
 	for _, o := range opts {
 		o(a)
+	}
+	a.commits = &committer{maxEntries: maxGroupEntries, parallel: 1, commit: a.commitRequests}
+	if d.Dialect == db.Postgres {
+		// Transactions in flight side by side share PostgreSQL's WAL
+		// flushes and overlap their round trips; SQLite has one writer.
+		a.commits.parallel = parallelCommits
 	}
 	return a, nil
 }
@@ -194,108 +201,246 @@ func compact(raw []byte) []byte {
 	return b.Bytes()
 }
 
-// pending is what a commit will write, in batches, once every entry has
-// been looked at: one multi-row statement per table instead of several
-// statements per resource (see BenchmarkIngestObservations).
-type pending struct {
-	claims    []ingest.DedupClaim
-	events    []ingest.NewEvent
-	resources []resourceRow
-	keys      []resourceKey
-	audits    []audit.Entry
-	bySource  map[string]resourceRow   // source|source_id → created earlier in this commit
-	byIdent   map[string][]resourceRow // type|identifier hash → created earlier in this commit
-}
-
 // resourceKey is the rest of a fhir_resources row.
 type resourceKey struct {
 	source, sourceID, idHash string
-}
-
-func newPending() *pending {
-	return &pending{bySource: map[string]resourceRow{}, byIdent: map[string][]resourceRow{}}
 }
 
 // dedupForever is the window given to the store's dedup table: a FHIR
 // create stays idempotent (fhir_resources is the lasting record).
 const dedupForever = 100 * 365 * 24 * time.Hour
 
-// create looks at one prepared entry in tx: a repeat answers with the
-// first copy, a conditional create that matches answers with the match,
-// stale readings are dropped; what is new is queued in p (with its audit
-// records) for flush.
-func (a *API) create(ctx context.Context, tx *sql.Tx, s sender, e *entry, now time.Time, p *pending) (outcome, error) {
-	m := e.mapped
-	out := outcome{typ: m.ResourceType, at: now}
-	ev := m.Event
-	ev.Source, ev.SourceID = s.source, a.sourceID(e)
-	patientID := a.keys.Pseudonym("pt", ev.Patient.Key())
-	entryAudit := audit.Entry{At: now, ActorType: audit.ActorIntegration, ActorID: s.actorID, ActorRole: s.role,
-		Detail: map[string]any{"resource_type": m.ResourceType, "kind": string(ev.Kind), "trigger": ev.Trigger,
-			"patient_id": patientID, "via": s.via, "source": s.source}}
-	answerWith := func(r resourceRow, action string) (outcome, error) {
-		out.status, out.id, out.eventID, out.at, out.duplicate = http.StatusOK, r.ID, r.EventID, r.CreatedAt, true
-		entryAudit.Action, entryAudit.ObjectType, entryAudit.ObjectID = action, "fhir_resource", r.ID
-		entryAudit.CorrelationID = r.EventID
-		if entryAudit.CorrelationID == "" {
-			entryAudit.CorrelationID = r.ID
+// request is what one call creates: the entries of a POST, a Bundle or a
+// notification, all from one sender, all or none. Several requests may
+// share a transaction (group commit); outs is set once it has committed.
+type request struct {
+	s       sender
+	entries []*entry
+	outs    []outcome
+	err     error         // set by the committer
+	done    chan struct{} // closed by the committer
+}
+
+// work is one entry on its way through a transaction.
+type work struct {
+	r         *request
+	e         *entry
+	ev        ingest.Event // with Source and SourceID
+	patientID string
+	idHash    string       // keyed hash of the entry's own identifier, "" when none
+	critHash  string       // keyed hash of its If-None-Exist identifier, "" when none
+	fresh     bool         // a new resource (not a repeat, not a conditional match)
+	answer    *resourceRow // else the stored resource it is answered with,
+	origin    *work        // or the one created earlier in this transaction,
+	action    string       // and how (ingest.duplicate, ingest.conditional_match)
+	out       outcome
+	audits    []audit.Entry // in order
+}
+
+// createAll creates the entries of reqs in the pipelined transaction p,
+// with three round trips on PostgreSQL whatever their number: the lookups
+// of earlier copies and conditional-create matches (sent with BEGIN), the
+// stale-reading check of the new resources, and the writes (sent with
+// COMMIT). It returns each request's outcomes, valid once p commits.
+func (a *API) createAll(ctx context.Context, p *db.Pipe, reqs []*request, now time.Time) ([][]outcome, func(), error) {
+	var ws []*work
+	bySource := map[string][]string{}
+	byIdent := map[string][]string{}
+	for _, r := range reqs {
+		for _, e := range r.entries {
+			m := e.mapped
+			w := &work{r: r, e: e, ev: m.Event, out: outcome{typ: m.ResourceType, at: now}}
+			w.ev.Source, w.ev.SourceID = r.s.source, a.sourceID(e)
+			w.patientID = a.keys.Pseudonym("pt", w.ev.Patient.Key())
+			w.idHash = a.hashOf(m)
+			bySource[w.ev.Source] = append(bySource[w.ev.Source], w.ev.SourceID)
+			if e.criteria != nil {
+				w.critHash = a.identifierHash(m.ResourceType, *e.criteria)
+				byIdent[m.ResourceType] = append(byIdent[m.ResourceType], w.critHash)
+			}
+			ws = append(ws, w)
 		}
-		entryAudit.Detail["fhir_id"] = r.ID
-		p.audits = append(p.audits, entryAudit)
-		return out, nil
 	}
-	if e.criteria != nil {
-		hash := a.identifierHash(m.ResourceType, *e.criteria)
-		matches, err := findByIdentifier(ctx, tx, m.ResourceType, hash)
-		if err != nil {
-			return out, err
+	foundSource := map[string]resourceRow{}
+	foundIdent := map[string][]resourceRow{}
+	queueBySource(p, bySource, foundSource)
+	queueByIdentifier(p, byIdent, foundIdent)
+	if err := p.Flush(ctx); err != nil {
+		return nil, nil, err
+	}
+
+	// Repeats and matches, in order: an entry also sees those created
+	// before it in this transaction.
+	newSource := map[string]*work{}
+	newIdent := map[string][]*work{}
+	newest := map[readingKey]int64{}
+	for _, w := range ws {
+		m := w.e.mapped
+		if w.critHash != "" {
+			key := m.ResourceType + "|" + w.critHash
+			stored, created := foundIdent[key], newIdent[key]
+			switch len(stored) + len(created) {
+			case 0:
+			case 1:
+				if len(stored) == 1 {
+					w.answer = &stored[0]
+				} else {
+					w.origin = created[0]
+				}
+				w.action = "ingest.conditional_match"
+				continue
+			default:
+				return nil, nil, decode.Errorf(http.StatusPreconditionFailed, decode.CodeDuplicate, "If-None-Exist",
+					"the criteria match several %s resources", m.ResourceType)
+			}
 		}
-		matches = append(matches, p.byIdent[m.ResourceType+"|"+hash]...)
-		switch len(matches) {
-		case 0:
-		case 1:
-			return answerWith(matches[0], "ingest.conditional_match")
-		default:
-			return out, decode.Errorf(http.StatusPreconditionFailed, decode.CodeDuplicate, "If-None-Exist",
-				"the criteria match several %s resources", m.ResourceType)
+		key := w.ev.Source + "|" + w.ev.SourceID
+		if o, ok := newSource[key]; ok {
+			w.origin, w.action = o, "ingest.duplicate"
+			continue
+		}
+		if r, ok := foundSource[key]; ok {
+			w.answer, w.action = &r, "ingest.duplicate"
+			continue
+		}
+		w.fresh = true
+		w.out.status, w.out.id = http.StatusCreated, ids.New("frs")
+		newSource[key] = w
+		if w.idHash != "" {
+			newIdent[m.ResourceType+"|"+w.idHash] = append(newIdent[m.ResourceType+"|"+w.idHash], w)
+		}
+		if w.ev.Kind == ingest.KindResult {
+			for _, o := range w.ev.Observations {
+				if !o.ObservedAt.IsZero() {
+					k := readingKey{w.patientID, o.System + "|" + o.Code}
+					if at, ok := newest[k]; !ok || o.ObservedAt.UnixMicro() > at {
+						newest[k] = o.ObservedAt.UnixMicro()
+					}
+				}
+			}
 		}
 	}
-	if r, ok := p.bySource[ev.Source+"|"+ev.SourceID]; ok {
-		return answerWith(r, "ingest.duplicate")
+	created := map[readingKey]bool{}
+	before := map[readingKey]int64{}
+	if len(newest) > 0 {
+		queueReadings(p, a.db.ForUpdate(), newest, created, before)
+		if err := p.Flush(ctx); err != nil {
+			return nil, nil, err
+		}
 	}
-	prior, err := findBySource(ctx, tx, ev.Source, ev.SourceID)
-	if err != nil {
-		return out, err
+
+	// In order: the new resources with their stale readings dropped and
+	// their events queued; the others answered with what they match.
+	seen := map[readingKey]int64{} // the newest time so far of each key
+	for k, at := range before {
+		if !created[k] {
+			seen[k] = at
+		}
 	}
-	if prior != nil {
-		return answerWith(*prior, "ingest.duplicate")
+	var claims []ingest.DedupClaim
+	var events []ingest.NewEvent
+	var resources []resourceRow
+	var keys []resourceKey
+	for _, w := range ws {
+		if !w.fresh {
+			r := w.answer
+			if w.origin != nil { // created earlier in this transaction: done by now
+				r = &resourceRow{ID: w.origin.out.id, Type: w.origin.out.typ, EventID: w.origin.out.eventID, CreatedAt: now}
+			}
+			a.answerWith(w, *r, w.action, now)
+			continue
+		}
+		if err := a.createNew(w, now, seen, &claims, &events); err != nil {
+			return nil, nil, err
+		}
+		resources = append(resources, resourceRow{ID: w.out.id, Type: w.out.typ, EventID: w.out.eventID, CreatedAt: now})
+		keys = append(keys, resourceKey{source: w.ev.Source, sourceID: w.ev.SourceID, idHash: w.idHash})
 	}
-	out.status, out.id = http.StatusCreated, ids.New("frs")
-	entryAudit.Detail["fhir_id"] = out.id
+	var audits []audit.Entry
+	for _, w := range ws {
+		audits = append(audits, w.audits...)
+	}
+	claimed := map[string]bool{}
+	a.events.QueueClaims(p, claims, "201", dedupForever, claimed)
+	if err := a.events.QueueEvents(p, events, "201"); err != nil {
+		return nil, nil, err
+	}
+	queueResources(p, resources, keys, now)
+	if err := audit.QueueBatch(p, audits); err != nil {
+		return nil, nil, err
+	}
+	outs := make([][]outcome, len(reqs))
+	i := 0
+	for r, req := range reqs {
+		outs[r] = make([]outcome, len(req.entries))
+		for j := range req.entries {
+			outs[r][j] = ws[i].out
+			i++
+		}
+	}
+	// Sent with COMMIT by the caller. A key already claimed (by an event
+	// not made here) is only worth a warning: fhir_resources decides.
+	warn := func() {
+		for _, c := range claims {
+			if !claimed[c.EventID] {
+				a.log.Warn("fhir dedup key already claimed by an event", "event_id", c.EventID)
+			}
+		}
+	}
+	return outs, warn, nil
+}
+
+// answerWith answers an entry with an existing resource r.
+func (a *API) answerWith(w *work, r resourceRow, action string, now time.Time) {
+	w.out.status, w.out.id, w.out.eventID, w.out.at, w.out.duplicate = http.StatusOK, r.ID, r.EventID, r.CreatedAt, true
+	e := a.entryAudit(w, now)
+	e.Action, e.ObjectType, e.ObjectID, e.CorrelationID = action, "fhir_resource", r.ID, r.EventID
+	if e.CorrelationID == "" {
+		e.CorrelationID = r.ID
+	}
+	e.Detail["fhir_id"] = r.ID
+	w.audits = append(w.audits, e)
+}
+
+// entryAudit is the part of an entry's audit record every outcome shares.
+func (a *API) entryAudit(w *work, now time.Time) audit.Entry {
+	s := w.r.s
+	return audit.Entry{At: now, ActorType: audit.ActorIntegration, ActorID: s.actorID, ActorRole: s.role,
+		Detail: map[string]any{"resource_type": w.out.typ, "kind": string(w.ev.Kind), "trigger": w.ev.Trigger,
+			"patient_id": w.patientID, "via": s.via, "source": s.source}}
+}
+
+// createNew drops the stale readings of a new resource (seen holds the
+// newest time of each reading key so far, and is advanced) and queues its
+// event, if it still routes anything, with its audit records.
+func (a *API) createNew(w *work, now time.Time, seen map[readingKey]int64, claims *[]ingest.DedupClaim,
+	events *[]ingest.NewEvent) error {
+	ev := w.ev
 	if ev.Kind == ingest.KindResult && len(ev.Observations) > 0 {
 		kept := ev.Observations[:0:0]
 		var stale []string
 		for _, o := range ev.Observations {
 			if !o.ObservedAt.IsZero() {
-				fresh, err := freshReading(ctx, tx, patientID, o.System+"|"+o.Code, o.ObservedAt)
-				if err != nil {
-					return out, err
-				}
-				if !fresh {
-					stale = append(stale, o.System+"|"+o.Code)
+				k := readingKey{w.patientID, o.System + "|" + o.Code}
+				at := o.ObservedAt.UnixMicro()
+				if last, ok := seen[k]; ok && at < last {
+					stale = append(stale, k.code)
 					continue
 				}
+				seen[k] = at
 			}
 			kept = append(kept, o)
 		}
 		if len(stale) > 0 {
-			p.audits = append(p.audits, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "fhir",
-				Action: "ingest.stale_reading", ObjectType: "fhir_resource", ObjectID: out.id, CorrelationID: out.id,
-				Detail: map[string]any{"resource_type": m.ResourceType, "patient_id": patientID, "codes": stale,
+			w.audits = append(w.audits, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "fhir",
+				Action: "ingest.stale_reading", ObjectType: "fhir_resource", ObjectID: w.out.id, CorrelationID: w.out.id,
+				Detail: map[string]any{"resource_type": w.out.typ, "patient_id": w.patientID, "codes": stale,
 					"dropped": len(stale), "kept": len(kept)}})
 		}
 		ev.Observations = kept
 	}
+	e := a.entryAudit(w, now)
+	e.Detail["fhir_id"] = w.out.id
 	routed := !(ev.Kind == ingest.KindResult && len(ev.Observations) == 0)
 	if routed {
 		if ev.OccurredAt.IsZero() {
@@ -304,51 +449,21 @@ func (a *API) create(ctx context.Context, tx *sql.Tx, s sender, e *entry, now ti
 		if err := ev.Validate(); err != nil {
 			var ve *ingest.ValidationError
 			if errors.As(err, &ve) {
-				return out, decode.Errorf(http.StatusUnprocessableEntity, decode.CodeBusinessRule, e.path, "%s", ve.Error())
+				return decode.Errorf(http.StatusUnprocessableEntity, decode.CodeBusinessRule, w.e.path, "%s", ve.Error())
 			}
-			return out, err
+			return err
 		}
-		out.eventID = ids.New("evt")
+		w.out.eventID = ids.New("evt")
 		evCopy := ev
-		p.claims = append(p.claims, ingest.DedupClaim{Source: ev.Source, SourceID: ev.SourceID, EventID: out.eventID, At: now})
-		p.events = append(p.events, ingest.NewEvent{ID: out.eventID, Event: &evCopy, Raw: e.raw, At: now})
+		*claims = append(*claims, ingest.DedupClaim{Source: ev.Source, SourceID: ev.SourceID, EventID: w.out.eventID, At: now})
+		*events = append(*events, ingest.NewEvent{ID: w.out.eventID, Event: &evCopy, Raw: w.e.raw, At: now})
+		e.Action, e.ObjectType, e.ObjectID, e.CorrelationID = "ingest.accepted", "event", w.out.eventID, w.out.eventID
+	} else {
+		e.Action, e.ObjectType, e.ObjectID, e.CorrelationID = "ingest.accepted", "fhir_resource", w.out.id, w.out.id
+		e.Detail["routed"] = false
 	}
-	row := resourceRow{ID: out.id, Type: m.ResourceType, EventID: out.eventID, CreatedAt: now}
-	key := resourceKey{source: ev.Source, sourceID: ev.SourceID, idHash: a.hashOf(m)}
-	p.resources, p.keys = append(p.resources, row), append(p.keys, key)
-	p.bySource[ev.Source+"|"+ev.SourceID] = row
-	if key.idHash != "" {
-		p.byIdent[m.ResourceType+"|"+key.idHash] = append(p.byIdent[m.ResourceType+"|"+key.idHash], row)
-	}
-	entryAudit.Action, entryAudit.ObjectType, entryAudit.ObjectID, entryAudit.CorrelationID =
-		"ingest.accepted", "event", out.eventID, out.eventID
-	if !routed {
-		entryAudit.ObjectType, entryAudit.ObjectID, entryAudit.CorrelationID = "fhir_resource", out.id, out.id
-		entryAudit.Detail["routed"] = false
-	}
-	p.audits = append(p.audits, entryAudit)
-	return out, nil
-}
-
-// flush writes what create queued, in multi-row statements.
-func (a *API) flush(ctx context.Context, tx *sql.Tx, p *pending, now time.Time) error {
-	priors, err := a.events.ClaimDedupBatch(ctx, tx, p.claims, "201", dedupForever)
-	if err != nil {
-		return err
-	}
-	for _, prior := range priors {
-		if prior != nil {
-			a.log.Warn("fhir dedup key already claimed by an event", "event_id", prior.EventID)
-		}
-	}
-	if err := a.events.InsertBatch(ctx, tx, p.events, "201"); err != nil {
-		return err
-	}
-	if err := insertResources(ctx, tx, p.resources, p.keys, now); err != nil {
-		return err
-	}
-	err = audit.AppendBatch(ctx, tx, p.audits)
-	return err
+	w.audits = append(w.audits, e)
+	return nil
 }
 
 func (a *API) hashOf(m *decode.Mapped) string {
@@ -358,42 +473,57 @@ func (a *API) hashOf(m *decode.Mapped) string {
 	return a.identifierHash(m.ResourceType, *m.Identifier)
 }
 
-// commit creates entries in one transaction (all or nothing), retrying
-// once when a concurrent copy of the same resource committed first.
+// commit creates entries in one transaction (all or nothing), through the
+// group committer: requests arriving together share a transaction.
 func (a *API) commit(ctx context.Context, s sender, entries []*entry) ([]outcome, error) {
-	var outs []outcome
+	r := &request{s: s, entries: entries}
+	a.commits.submit(ctx, r)
+	return r.outs, r.err
+}
+
+// commitRequests creates the entries of reqs in one transaction, retrying
+// once when a concurrent copy of the same resource committed first (or
+// PostgreSQL broke a deadlock), and only then sets each request's
+// outcomes; then it logs them and wakes the router.
+func (a *API) commitRequests(ctx context.Context, reqs []*request) error {
+	var outs [][]outcome
+	var warn func()
 	var err error
 	for attempt := 0; attempt < 2; attempt++ {
 		now := a.now()
-		outs = outs[:0]
-		err = a.db.InTx(ctx, func(tx *sql.Tx) error {
-			p := newPending()
-			for _, e := range entries {
-				o, err := a.create(ctx, tx, s, e, now, p)
-				if err != nil {
-					return err
-				}
-				outs = append(outs, o)
-			}
-			return a.flush(ctx, tx, p, now)
+		err = a.db.InPipe(ctx, func(p *db.Pipe) error {
+			var err error
+			outs, warn, err = a.createAll(ctx, p, reqs, now)
+			return err
 		})
-		if !db.IsUniqueViolation(err) {
+		if !db.IsUniqueViolation(err) && !isDeadlock(err) {
 			break
 		}
 	}
 	if err != nil {
-		return nil, err
+		return err
 	}
+	warn()
 	routed := false
-	for _, o := range outs {
-		a.log.Info("fhir resource accepted", "fhir_id", o.id, "event_id", o.eventID, "resource_type", o.typ,
-			"source", s.source, "via", s.via, "duplicate", o.duplicate, "status", o.status)
-		routed = routed || (!o.duplicate && o.eventID != "")
+	for i, r := range reqs {
+		r.outs = outs[i]
+		for _, o := range r.outs {
+			a.log.Info("fhir resource accepted", "fhir_id", o.id, "event_id", o.eventID, "resource_type", o.typ,
+				"source", r.s.source, "via", r.s.via, "duplicate", o.duplicate, "status", o.status)
+			routed = routed || (!o.duplicate && o.eventID != "")
+		}
 	}
 	if routed {
 		a.kick()
 	}
-	return outs, nil
+	return nil
+}
+
+// isDeadlock reports whether PostgreSQL aborted the transaction to break
+// a deadlock (it is safe to run again).
+func isDeadlock(err error) bool {
+	var coder interface{ SQLState() string }
+	return errors.As(err, &coder) && coder.SQLState() == "40P01"
 }
 
 // reject keeps a refused resource sealed for inspection, audited; the

@@ -5,11 +5,13 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/clarion-health/clarion/fhir/outbound"
+	"github.com/clarion-health/clarion/ingest"
 )
 
 // The tables of migration 00006 (fhir_resources, fhir_latest_reading,
@@ -35,81 +37,209 @@ type resourceRow struct {
 	CreatedAt time.Time
 }
 
-func findBySource(ctx context.Context, q Queryer, source, sourceID string) (*resourceRow, error) {
+// lookupChunk bounds the keys one lookup statement carries.
+const lookupChunk = 500
+
+// marks is "$from, $from+1, …" for n parameters.
+func marks(from, n int) string {
+	var b strings.Builder
+	for i := range n {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("$" + strconv.Itoa(from+i))
+	}
+	return b.String()
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func scanResource(rows ingest.Rows, extra *string) (resourceRow, error) {
 	var r resourceRow
 	var at int64
-	err := q.QueryRowContext(ctx, `SELECT id, resource_type, event_id, created_at FROM fhir_resources
-		WHERE source = $1 AND source_id = $2`, source, sourceID).Scan(&r.ID, &r.Type, &r.EventID, &at)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("find fhir resource: %w", err)
+	if err := rows.Scan(&r.ID, &r.Type, &r.EventID, &at, extra); err != nil {
+		return r, err
 	}
 	r.CreatedAt = time.UnixMicro(at).UTC()
-	return &r, nil
+	return r, nil
 }
 
-// findByIdentifier returns up to two resources of a type with a business
-// identifier (by its keyed hash): enough to tell none, one and several.
-func findByIdentifier(ctx context.Context, q Queryer, typ, idHash string) ([]resourceRow, error) {
-	rows, err := q.QueryContext(ctx, `SELECT id, resource_type, event_id, created_at FROM fhir_resources
-		WHERE resource_type = $1 AND identifier_hash = $2 ORDER BY id LIMIT 2`, typ, idHash)
-	if err != nil {
-		return nil, fmt.Errorf("find fhir resource by identifier: %w", err)
-	}
-	defer rows.Close()
-	var out []resourceRow
-	for rows.Next() {
-		var r resourceRow
-		var at int64
-		if err := rows.Scan(&r.ID, &r.Type, &r.EventID, &at); err != nil {
-			return nil, fmt.Errorf("find fhir resource by identifier: %w", err)
+// queueBySource queues the lookup of the resources created under the
+// dedup keys ids (source → its source ids), one statement a source (and
+// lookupChunk ids); once sent, found holds each by source+"|"+source_id.
+func queueBySource(q ingest.Queue, ids map[string][]string, found map[string]resourceRow) {
+	for _, source := range sortedKeys(ids) {
+		list := ids[source]
+		for start := 0; start < len(list); start += lookupChunk {
+			chunk := list[start:min(start+lookupChunk, len(list))]
+			args := make([]any, 0, len(chunk)+1)
+			args = append(args, source)
+			for _, id := range chunk {
+				args = append(args, id)
+			}
+			q.Query(func(rows ingest.Rows) error {
+				for rows.Next() {
+					var sourceID string
+					r, err := scanResource(rows, &sourceID)
+					if err != nil {
+						return fmt.Errorf("find fhir resources: %w", err)
+					}
+					found[source+"|"+sourceID] = r
+				}
+				return nil
+			}, `SELECT id, resource_type, event_id, created_at, source_id FROM fhir_resources
+				WHERE source = $1 AND source_id IN (`+marks(2, len(chunk))+`)`, args...)
 		}
-		r.CreatedAt = time.UnixMicro(at).UTC()
-		out = append(out, r)
 	}
-	return out, rows.Err()
 }
 
-// insertResources adds created resources, 200 rows a statement.
-func insertResources(ctx context.Context, tx Queryer, rows []resourceRow, keys []resourceKey, now time.Time) error {
+// queueByIdentifier queues the lookup of the resources of each type with a
+// business identifier (by its keyed hash) in hashes (type → hashes); once
+// sent, found holds them by type+"|"+hash, oldest id first.
+func queueByIdentifier(q ingest.Queue, hashes map[string][]string, found map[string][]resourceRow) {
+	for _, typ := range sortedKeys(hashes) {
+		list := hashes[typ]
+		for start := 0; start < len(list); start += lookupChunk {
+			chunk := list[start:min(start+lookupChunk, len(list))]
+			args := make([]any, 0, len(chunk)+1)
+			args = append(args, typ)
+			for _, h := range chunk {
+				args = append(args, h)
+			}
+			q.Query(func(rows ingest.Rows) error {
+				for rows.Next() {
+					var hash string
+					r, err := scanResource(rows, &hash)
+					if err != nil {
+						return fmt.Errorf("find fhir resources by identifier: %w", err)
+					}
+					found[typ+"|"+hash] = append(found[typ+"|"+hash], r)
+				}
+				return nil
+			}, `SELECT id, resource_type, event_id, created_at, identifier_hash FROM fhir_resources
+				WHERE resource_type = $1 AND identifier_hash IN (`+marks(2, len(chunk))+`) ORDER BY id`, args...)
+		}
+	}
+}
+
+// queueResources queues the insert of created resources, 200 rows a
+// statement.
+func queueResources(q ingest.Queue, rows []resourceRow, keys []resourceKey, now time.Time) {
 	for start := 0; start < len(rows); start += 200 {
 		end := min(start+200, len(rows))
-		var q strings.Builder
-		q.WriteString(`INSERT INTO fhir_resources (id, resource_type, source, source_id, identifier_hash, event_id, created_at) VALUES `)
+		var b strings.Builder
+		b.WriteString(`INSERT INTO fhir_resources (id, resource_type, source, source_id, identifier_hash, event_id, created_at) VALUES `)
 		args := make([]any, 0, 7*(end-start))
 		for i := start; i < end; i++ {
 			if i > start {
-				q.WriteByte(',')
+				b.WriteByte(',')
 			}
-			n := len(args)
-			fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7)
+			b.WriteString("(" + marks(len(args)+1, 7) + ")")
 			args = append(args, rows[i].ID, rows[i].Type, keys[i].source, keys[i].sourceID, keys[i].idHash, rows[i].EventID,
 				now.UnixMicro())
 		}
-		if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
-			return fmt.Errorf("insert fhir resources: %w", err)
-		}
+		q.Exec(b.String(), args...)
 	}
-	return nil
 }
 
-// freshReading records a reading's time for (patient, code) and reports
-// whether it is at least as new as every reading seen before; an older one
-// is stale and leaves the newest time in place. One statement: the upsert
-// keeps the newest time and returns it.
-func freshReading(ctx context.Context, tx Queryer, patientID, code string, at time.Time) (bool, error) {
-	var newest int64
-	err := tx.QueryRowContext(ctx, `INSERT INTO fhir_latest_reading (patient_id, code, effective_at) VALUES ($1, $2, $3)
-		ON CONFLICT (patient_id, code) DO UPDATE SET effective_at = CASE
-			WHEN excluded.effective_at > fhir_latest_reading.effective_at THEN excluded.effective_at
-			ELSE fhir_latest_reading.effective_at END
-		RETURNING effective_at`, patientID, code, at.UnixMicro()).Scan(&newest)
-	if err != nil {
-		return false, fmt.Errorf("record latest reading: %w", err)
+// readingKey is a patient (pseudonym) and a code ("LN|8867-4").
+type readingKey struct{ patient, code string }
+
+// queueReadings queues, for each (patient, code) of newest (the newest
+// reading time of this transaction), what the stale-reading check needs,
+// in one round trip on PostgreSQL:
+//
+//  1. the keys never seen are inserted (created records which);
+//  2. the others' times are read, locked on PostgreSQL (forUpdate) until
+//     commit, into before; a key another transaction inserted meanwhile
+//     was waited for in step 1 and is read here;
+//  3. every key is set to the newer of its time and newest.
+//
+// A reading is then fresh when it is at least as new as before (when the
+// key was not created) and every reading earlier in the transaction.
+//
+// Without forUpdate (SQLite: one connection, one writer) no other
+// transaction can insert a key meanwhile, so step 1 is left out: a key
+// missing from before was never seen.
+func queueReadings(q ingest.Queue, forUpdate string, newest map[readingKey]int64, created map[readingKey]bool,
+	before map[readingKey]int64) {
+	keys := make([]readingKey, 0, len(newest))
+	for k := range newest {
+		keys = append(keys, k)
 	}
-	return at.UnixMicro() >= newest, nil
+	slices.SortFunc(keys, func(a, b readingKey) int { // one lock order in every statement
+		if c := strings.Compare(a.code, b.code); c != 0 {
+			return c
+		}
+		return strings.Compare(a.patient, b.patient)
+	})
+	values := func(chunk []readingKey) (string, []any) {
+		var b strings.Builder
+		args := make([]any, 0, 3*len(chunk))
+		for i, k := range chunk {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString("(" + marks(len(args)+1, 3) + ")")
+			args = append(args, k.patient, k.code, newest[k])
+		}
+		return b.String(), args
+	}
+	byCode := map[string][]string{}
+	for _, k := range keys {
+		byCode[k.code] = append(byCode[k.code], k.patient)
+	}
+	for start := 0; forUpdate != "" && start < len(keys); start += lookupChunk {
+		vals, args := values(keys[start:min(start+lookupChunk, len(keys))])
+		q.Query(func(rows ingest.Rows) error {
+			for rows.Next() {
+				var k readingKey
+				if err := rows.Scan(&k.patient, &k.code); err != nil {
+					return fmt.Errorf("record latest readings: %w", err)
+				}
+				created[k] = true
+			}
+			return nil
+		}, `INSERT INTO fhir_latest_reading (patient_id, code, effective_at) VALUES `+vals+`
+			ON CONFLICT (patient_id, code) DO NOTHING RETURNING patient_id, code`, args...)
+	}
+	for _, code := range sortedKeys(byCode) {
+		patients := byCode[code]
+		for start := 0; start < len(patients); start += lookupChunk {
+			chunk := patients[start:min(start+lookupChunk, len(patients))]
+			args := make([]any, 0, len(chunk)+1)
+			args = append(args, code)
+			for _, p := range chunk {
+				args = append(args, p)
+			}
+			q.Query(func(rows ingest.Rows) error {
+				for rows.Next() {
+					k := readingKey{code: code}
+					var at int64
+					if err := rows.Scan(&k.patient, &at); err != nil {
+						return fmt.Errorf("read latest readings: %w", err)
+					}
+					before[k] = at
+				}
+				return nil
+			}, `SELECT patient_id, effective_at FROM fhir_latest_reading WHERE code = $1 AND patient_id IN (`+
+				marks(2, len(chunk))+`) ORDER BY patient_id`+forUpdate, args...)
+		}
+	}
+	for start := 0; start < len(keys); start += lookupChunk {
+		vals, args := values(keys[start:min(start+lookupChunk, len(keys))])
+		q.Exec(`INSERT INTO fhir_latest_reading (patient_id, code, effective_at) VALUES `+vals+`
+			ON CONFLICT (patient_id, code) DO UPDATE SET effective_at = CASE
+				WHEN excluded.effective_at > fhir_latest_reading.effective_at THEN excluded.effective_at
+				ELSE fhir_latest_reading.effective_at END`, args...)
+	}
 }
 
 // Subscription is a FHIR server Clarion subscribes to.
