@@ -3,10 +3,12 @@ package messaging_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
+	"github.com/clarion-health/clarion/audit"
 	"github.com/clarion-health/clarion/ingest"
 	"github.com/clarion-health/clarion/internal/db"
 	"github.com/clarion-health/clarion/internal/dbtest"
@@ -116,6 +118,101 @@ func TestFetchServesEveryConnectionOfADevice(t *testing.T) {
 			if name == "first" && len(seqs) != 1 || len(seqs) > 2 || (len(seqs) == 2 && seqs[0] != 1) {
 				t.Fatalf("%s connection got sequences %v", name, seqs)
 			}
+		}
+	})
+}
+
+// Receipts committed together: each is recorded or refused on its own
+// merits; a refused one (not the device's message, a device being wiped)
+// changes nothing and does not undo the others.
+func TestReceiptsShareATransaction(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		e := newGatewayEnv(t, d, seedOpts{})
+		a1 := e.openAlert("MRN1")
+		a2 := e.openAlert("MRN2")
+		m1 := e.messages("rn")[0]
+		if m1.AlertID != a1.ID {
+			t.Fatalf("first message is for %s, want %s", m1.AlertID, a1.ID)
+		}
+		if err := d.InTx(e.ctx, func(tx *sql.Tx) error {
+			_, err := messaging.RequestWipe(e.ctx, tx, audit.Entry{ActorType: audit.ActorSystem, ActorID: "test"},
+				e.devs["sup"].id, messaging.WipeLost, e.now)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		errs := e.gw.CommitReceipts(e.ctx, []messaging.TestReceipt{
+			{DeviceID: e.devs["rn"].id, Seq: 2},
+			{DeviceID: e.devs["charge"].id, MessageID: m1.MessageID}, // not charge's
+			{DeviceID: e.devs["rn"].id, MessageID: m1.MessageID},
+			{DeviceID: e.devs["sup"].id, Seq: 1}, // being wiped
+		})
+		if errs[0] != nil || errs[2] != nil {
+			t.Fatalf("receipts refused: %v", errs)
+		}
+		if !errors.Is(errs[1], messaging.ErrNotYours) || !errors.Is(errs[3], messaging.ErrDeviceRevoked) {
+			t.Fatalf("answers %v, want ErrNotYours and ErrDeviceRevoked", errs)
+		}
+		for _, a := range []*routing.Alert{a1, a2} {
+			var delivered, read sql.NullInt64
+			if err := d.QueryRowContext(e.ctx, `SELECT delivered_at, read_at FROM messages WHERE alert_id = $1`, a.ID).
+				Scan(&delivered, &read); err != nil {
+				t.Fatal(err)
+			}
+			if !delivered.Valid || read.Valid != (a == a1) {
+				t.Fatalf("alert %s: delivered %v read %v", a.ID, delivered, read)
+			}
+		}
+		if got := e.auditRecords("message.delivered", m1.MessageID); len(got) != 1 {
+			t.Fatalf("%d message.delivered records for the first message, want 1", len(got))
+		}
+		var acked int64
+		if err := d.QueryRowContext(e.ctx, `SELECT acked_seq FROM devices WHERE id = $1`, e.devs["sup"].id).Scan(&acked); err != nil {
+			t.Fatal(err)
+		}
+		if acked != 0 {
+			t.Fatalf("the device being wiped acknowledged up to %d", acked)
+		}
+	})
+}
+
+// When the shared transaction fails, its receipts are recorded one by
+// one: the failing one fails alone.
+func TestReceiptGroupFallsBackOneByOne(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		e := newGatewayEnv(t, d, seedOpts{})
+		e.openAlert("MRN1")
+		e.openAlert("MRN2")
+		msgs := e.messages("rn")
+		// Make every read receipt fail in the database.
+		var stmts []string
+		if d.Dialect == db.Postgres {
+			stmts = []string{`CREATE FUNCTION refuse_read() RETURNS trigger AS $$ BEGIN
+				IF NEW.action = 'message.read' THEN RAISE EXCEPTION 'read refused by the test'; END IF; RETURN NEW; END $$ LANGUAGE plpgsql`,
+				`CREATE TRIGGER refuse_read BEFORE INSERT ON audit_pending FOR EACH ROW EXECUTE FUNCTION refuse_read()`}
+		} else {
+			stmts = []string{`CREATE TRIGGER refuse_read BEFORE INSERT ON audit_pending WHEN NEW.action = 'message.read'
+				BEGIN SELECT RAISE(ABORT, 'read refused by the test'); END`}
+		}
+		for _, s := range stmts {
+			if _, err := d.ExecContext(e.ctx, s); err != nil {
+				t.Fatal(err)
+			}
+		}
+		errs := e.gw.CommitReceipts(e.ctx, []messaging.TestReceipt{
+			{DeviceID: e.devs["rn"].id, MessageID: msgs[0].MessageID},
+			{DeviceID: e.devs["rn"].id, Seq: 2},
+		})
+		if errs[0] == nil || errs[1] != nil {
+			t.Fatalf("answers %v: want the read to fail alone", errs)
+		}
+		var delivered int
+		if err := d.QueryRowContext(e.ctx, `SELECT COUNT(*) FROM messages WHERE device_id = $1 AND delivered_at IS NOT NULL
+			AND read_at IS NULL`, e.devs["rn"].id).Scan(&delivered); err != nil {
+			t.Fatal(err)
+		}
+		if delivered != 2 {
+			t.Fatalf("%d messages delivered and unread, want 2", delivered)
 		}
 	})
 }

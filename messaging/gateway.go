@@ -51,11 +51,12 @@ type Gateway struct {
 	sweep time.Duration
 	// base ends every connection at shutdown: http.Server.Shutdown does not
 	// touch hijacked (WebSocket) connections.
-	base  context.Context
-	stop  context.CancelFunc
-	conns sync.WaitGroup
-	live  atomic.Int64 // connections being served
-	fetch *fetcher     // reads what the node's connections are owed (fetch.go)
+	base     context.Context
+	stop     context.CancelFunc
+	conns    sync.WaitGroup
+	live     atomic.Int64 // connections being served
+	fetch    *fetcher     // reads what the node's connections are owed (fetch.go)
+	receipts *receipts    // group commit of delivered and read receipts (receipts.go)
 }
 
 // Connections returns how many device connections this node serves now.
@@ -88,7 +89,7 @@ func WithSweep(d time.Duration) GatewayOption {
 func NewGateway(d *db.DB, e *Engine, sub Subscriber, log *slog.Logger, heartbeat time.Duration, opts ...GatewayOption) *Gateway {
 	base, stop := context.WithCancel(context.Background())
 	g := &Gateway{db: d, engine: e, sub: sub, log: log, heartbeat: heartbeat, writeTimeout: 10 * time.Second, batch: 256, expiryCheck: time.Minute, sweep: sweepEvery,
-		base: base, stop: stop, fetch: newFetcher()}
+		base: base, stop: stop, fetch: newFetcher(), receipts: newReceipts()}
 	for _, o := range opts {
 		o(g)
 	}
@@ -330,15 +331,18 @@ func (g *Gateway) readLoop(ctx context.Context, cancel context.CancelFunc, conn 
 			return
 		}
 		var err error
-		if f.Type != "wipe_confirmed" {
+		switch f.Type {
+		case "ack", "read", "wipe_confirmed":
+			// Receipts check the device within their transaction.
+		default:
 			err = requireActive(ctx, g.db, deviceID)
 		}
 		switch {
 		case err != nil:
 		case f.Type == "ack":
-			err = g.engine.Delivered(ctx, deviceID, f.Seq)
+			err = g.record(ctx, &receipt{deviceID: deviceID, seq: f.Seq})
 		case f.Type == "read":
-			err = g.engine.Read(ctx, deviceID, f.MessageID)
+			err = g.record(ctx, &receipt{deviceID: deviceID, messageID: f.MessageID})
 		case f.Type == "wipe_confirmed":
 			now := g.engine.now()
 			if err = g.db.InTx(ctx, func(tx *sql.Tx) error { return ConfirmWipe(ctx, tx, deviceID, now) }); err == nil {
