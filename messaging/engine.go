@@ -101,13 +101,18 @@ type Plain struct {
 	SentAt    time.Time `json:"sent_at"`
 }
 
-// Start pages the first reachable step of a newly opened alert, inside tx.
+// Start pages the first reachable step of a newly opened alert, inside tx
+// (a *sql.Tx, or an oncall.Memo over one, whose roster reads it shares).
 // It returns the devices to wake once tx commits.
-func (e *Engine) Start(ctx context.Context, tx *sql.Tx, a *routing.Alert, now time.Time) ([]string, error) {
-	if err := fixAcceptsRequired(ctx, tx, a); err != nil {
+func (e *Engine) Start(ctx context.Context, tx Queryer, a *routing.Alert, now time.Time) ([]string, error) {
+	policy, err := oncall.PolicyFor(ctx, tx, a.PolicyID, a.Priority)
+	if err != nil {
 		return nil, err
 	}
-	return e.page(ctx, tx, a, 0, now, "opened")
+	if err := fixAcceptsRequired(ctx, tx, a, policy); err != nil {
+		return nil, err
+	}
+	return e.pageWith(ctx, tx, a, policy, 0, now, "opened")
 }
 
 // page sends the alert to the first rung, from `from` on, that reaches at
@@ -117,11 +122,17 @@ func (e *Engine) Start(ctx context.Context, tx *sql.Tx, a *routing.Alert, now ti
 // for the alert's priority. A rung whose targets nobody holds is skipped
 // and audited: an alert never waits on an empty step. Past the last rung,
 // the failsafe is paged again.
-func (e *Engine) page(ctx context.Context, tx *sql.Tx, a *routing.Alert, from int, now time.Time, reason string) ([]string, error) {
+func (e *Engine) page(ctx context.Context, tx Queryer, a *routing.Alert, from int, now time.Time, reason string) ([]string, error) {
 	policy, err := oncall.PolicyFor(ctx, tx, a.PolicyID, a.Priority)
 	if err != nil {
 		return nil, err
 	}
+	return e.pageWith(ctx, tx, a, policy, from, now, reason)
+}
+
+// pageWith is page with the policy already read (oncall.PolicyFor).
+func (e *Engine) pageWith(ctx context.Context, tx Queryer, a *routing.Alert, policy oncall.Policy, from int, now time.Time,
+	reason string) ([]string, error) {
 	// The rule's target, failsafe flag and priority speed shape the policy.
 	policy = routing.EffectivePolicy(policy, a)
 	last := policy.Rungs() - 1
@@ -205,7 +216,7 @@ func (e *Engine) page(ctx context.Context, tx *sql.Tx, a *routing.Alert, from in
 }
 
 // devicesOf returns the active devices of users, in user order.
-func devicesOf(ctx context.Context, tx *sql.Tx, users []string) ([]Device, error) {
+func devicesOf(ctx context.Context, tx Queryer, users []string) ([]Device, error) {
 	var out []Device
 	for _, u := range users {
 		devs, err := ActiveDevices(ctx, tx, u)
@@ -221,7 +232,7 @@ func devicesOf(ctx context.Context, tx *sql.Tx, users []string) ([]Device, error
 // next sequence number, with its expiry; only sealed forms are stored: the
 // device's, and the escrow copy when an escrow key is configured, beside a
 // keyed digest of the plaintext.
-func (e *Engine) send(ctx context.Context, tx *sql.Tx, a *routing.Alert, d Device, step int, now time.Time) error {
+func (e *Engine) send(ctx context.Context, tx Queryer, a *routing.Alert, d Device, step int, now time.Time) error {
 	var seq int64
 	if err := tx.QueryRowContext(ctx, `UPDATE devices SET next_seq = next_seq + 1 WHERE id = $1 RETURNING next_seq`,
 		d.ID).Scan(&seq); err != nil {
@@ -547,12 +558,9 @@ func acceptsRequired(ctx context.Context, q Queryer, alertID string) (int, error
 }
 
 // fixAcceptsRequired records, as the alert's escalation starts, how many
-// accepts its policy (the one by_priority picks) requires.
-func fixAcceptsRequired(ctx context.Context, tx *sql.Tx, a *routing.Alert) error {
-	policy, err := oncall.PolicyFor(ctx, tx, a.PolicyID, a.Priority)
-	if err != nil {
-		return err
-	}
+// accepts its policy (the one by_priority picks, as oncall.PolicyFor
+// returned it) requires.
+func fixAcceptsRequired(ctx context.Context, tx Queryer, a *routing.Alert, policy oncall.Policy) error {
 	n, err := PolicyAcceptsRequired(ctx, tx, policy.ID)
 	if err != nil || n <= 1 {
 		return err
