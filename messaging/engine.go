@@ -1,6 +1,7 @@
 package messaging
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -100,13 +101,18 @@ type Plain struct {
 	SentAt    time.Time `json:"sent_at"`
 }
 
-// Start pages the first reachable step of a newly opened alert, inside tx.
+// Start pages the first reachable step of a newly opened alert, inside tx
+// (a *sql.Tx, or an oncall.Memo over one, whose roster reads it shares).
 // It returns the devices to wake once tx commits.
-func (e *Engine) Start(ctx context.Context, tx *sql.Tx, a *routing.Alert, now time.Time) ([]string, error) {
-	if err := fixAcceptsRequired(ctx, tx, a); err != nil {
+func (e *Engine) Start(ctx context.Context, tx Queryer, a *routing.Alert, now time.Time) ([]string, error) {
+	policy, err := oncall.PolicyFor(ctx, tx, a.PolicyID, a.Priority)
+	if err != nil {
 		return nil, err
 	}
-	return e.page(ctx, tx, a, 0, now, "opened")
+	if err := fixAcceptsRequired(ctx, tx, a, policy); err != nil {
+		return nil, err
+	}
+	return e.pageWith(ctx, tx, a, policy, 0, now, "opened")
 }
 
 // page sends the alert to the first rung, from `from` on, that reaches at
@@ -116,11 +122,17 @@ func (e *Engine) Start(ctx context.Context, tx *sql.Tx, a *routing.Alert, now ti
 // for the alert's priority. A rung whose targets nobody holds is skipped
 // and audited: an alert never waits on an empty step. Past the last rung,
 // the failsafe is paged again.
-func (e *Engine) page(ctx context.Context, tx *sql.Tx, a *routing.Alert, from int, now time.Time, reason string) ([]string, error) {
+func (e *Engine) page(ctx context.Context, tx Queryer, a *routing.Alert, from int, now time.Time, reason string) ([]string, error) {
 	policy, err := oncall.PolicyFor(ctx, tx, a.PolicyID, a.Priority)
 	if err != nil {
 		return nil, err
 	}
+	return e.pageWith(ctx, tx, a, policy, from, now, reason)
+}
+
+// pageWith is page with the policy already read (oncall.PolicyFor).
+func (e *Engine) pageWith(ctx context.Context, tx Queryer, a *routing.Alert, policy oncall.Policy, from int, now time.Time,
+	reason string) ([]string, error) {
 	// The rule's target, failsafe flag and priority speed shape the policy.
 	policy = routing.EffectivePolicy(policy, a)
 	last := policy.Rungs() - 1
@@ -204,7 +216,7 @@ func (e *Engine) page(ctx context.Context, tx *sql.Tx, a *routing.Alert, from in
 }
 
 // devicesOf returns the active devices of users, in user order.
-func devicesOf(ctx context.Context, tx *sql.Tx, users []string) ([]Device, error) {
+func devicesOf(ctx context.Context, tx Queryer, users []string) ([]Device, error) {
 	var out []Device
 	for _, u := range users {
 		devs, err := ActiveDevices(ctx, tx, u)
@@ -220,7 +232,7 @@ func devicesOf(ctx context.Context, tx *sql.Tx, users []string) ([]Device, error
 // next sequence number, with its expiry; only sealed forms are stored: the
 // device's, and the escrow copy when an escrow key is configured, beside a
 // keyed digest of the plaintext.
-func (e *Engine) send(ctx context.Context, tx *sql.Tx, a *routing.Alert, d Device, step int, now time.Time) error {
+func (e *Engine) send(ctx context.Context, tx Queryer, a *routing.Alert, d Device, step int, now time.Time) error {
 	var seq int64
 	if err := tx.QueryRowContext(ctx, `UPDATE devices SET next_seq = next_seq + 1 WHERE id = $1 RETURNING next_seq`,
 		d.ID).Scan(&seq); err != nil {
@@ -546,12 +558,9 @@ func acceptsRequired(ctx context.Context, q Queryer, alertID string) (int, error
 }
 
 // fixAcceptsRequired records, as the alert's escalation starts, how many
-// accepts its policy (the one by_priority picks) requires.
-func fixAcceptsRequired(ctx context.Context, tx *sql.Tx, a *routing.Alert) error {
-	policy, err := oncall.PolicyFor(ctx, tx, a.PolicyID, a.Priority)
-	if err != nil {
-		return err
-	}
+// accepts its policy (the one by_priority picks, as oncall.PolicyFor
+// returned it) requires.
+func fixAcceptsRequired(ctx context.Context, tx Queryer, a *routing.Alert, policy oncall.Policy) error {
 	n, err := PolicyAcceptsRequired(ctx, tx, policy.ID)
 	if err != nil || n <= 1 {
 		return err
@@ -585,73 +594,88 @@ func lockPendingTimers(ctx context.Context, tx *sql.Tx, alertID, forUpdate strin
 // Delivered records that a device holds every message up to seq.
 func (e *Engine) Delivered(ctx context.Context, deviceID string, seq int64) error {
 	now := e.now()
-	return e.db.InTx(ctx, func(tx *sql.Tx) error {
-		// A message that expired undelivered was never sent (the gateway
-		// skips it): an acknowledgement past its sequence does not deliver it.
-		rows, err := tx.QueryContext(ctx, `SELECT m.id, m.alert_id, a.event_id FROM messages m JOIN alerts a ON a.id = m.alert_id
-			WHERE m.device_id = $1 AND m.seq <= $2 AND m.delivered_at IS NULL
-			AND (m.expires_at IS NULL OR m.expires_at > $3) ORDER BY m.seq`, deviceID, seq, now.UnixMicro())
-		if err != nil {
+	return e.db.InTx(ctx, func(tx *sql.Tx) error { return delivered(ctx, tx, deviceID, seq, now) })
+}
+
+// delivered is Delivered within tx: three statements whatever the number
+// of messages acknowledged.
+func delivered(ctx context.Context, tx *sql.Tx, deviceID string, seq int64, now time.Time) error {
+	// A message that expired undelivered was never sent (the gateway
+	// skips it): an acknowledgement past its sequence does not deliver it.
+	rows, err := tx.QueryContext(ctx, `UPDATE messages SET delivered_at = $1
+		WHERE device_id = $2 AND seq <= $3 AND delivered_at IS NULL AND (expires_at IS NULL OR expires_at > $1)
+		RETURNING seq, id, alert_id, (SELECT a.event_id FROM alerts a WHERE a.id = messages.alert_id)`,
+		now.UnixMicro(), deviceID, seq)
+	if err != nil {
+		return fmt.Errorf("delivered: %w", err)
+	}
+	type msg struct {
+		seq                  int64
+		id, alertID, eventID string
+	}
+	var msgs []msg
+	for rows.Next() {
+		var m msg
+		var eventID sql.NullString
+		if err := rows.Scan(&m.seq, &m.id, &m.alertID, &eventID); err != nil {
+			rows.Close()
 			return fmt.Errorf("delivered: %w", err)
 		}
-		type msg struct{ id, alertID, eventID string }
-		var msgs []msg
-		for rows.Next() {
-			var m msg
-			if err := rows.Scan(&m.id, &m.alertID, &m.eventID); err != nil {
-				rows.Close()
-				return fmt.Errorf("delivered: %w", err)
-			}
-			msgs = append(msgs, m)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return fmt.Errorf("delivered: %w", err)
-		}
-		for _, m := range msgs {
-			if _, err := tx.ExecContext(ctx, `UPDATE messages SET delivered_at = $1 WHERE id = $2`, now.UnixMicro(), m.id); err != nil {
-				return fmt.Errorf("delivered: %w", err)
-			}
-			if err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorDevice, ActorID: deviceID,
+		m.eventID = eventID.String
+		msgs = append(msgs, m)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("delivered: %w", err)
+	}
+	if len(msgs) > 0 {
+		slices.SortFunc(msgs, func(a, b msg) int { return cmp.Compare(a.seq, b.seq) })
+		entries := make([]audit.Entry, len(msgs))
+		for i, m := range msgs {
+			entries[i] = audit.Entry{At: now, ActorType: audit.ActorDevice, ActorID: deviceID,
 				ActorRole: "device", Action: "message.delivered", ObjectType: "message", ObjectID: m.id,
-				CorrelationID: m.eventID, Detail: map[string]any{"alert_id": m.alertID}}); err != nil {
-				return err
-			}
+				CorrelationID: m.eventID, Detail: map[string]any{"alert_id": m.alertID}}
 		}
-		// A device cannot acknowledge past what was sent to it.
-		var sent int64
-		if err := tx.QueryRowContext(ctx, `SELECT next_seq FROM devices WHERE id = $1`, deviceID).Scan(&sent); err != nil {
-			return fmt.Errorf("delivered: %w", err)
+		if err := audit.AppendBatch(ctx, tx, entries); err != nil {
+			return err
 		}
-		_, err = tx.ExecContext(ctx, `UPDATE devices SET acked_seq = $1, last_seen_at = $2 WHERE id = $3 AND acked_seq < $1`,
-			min(seq, sent), now.UnixMicro(), deviceID)
-		return err
-	})
+	}
+	// A device cannot acknowledge past what was sent to it.
+	_, err = tx.ExecContext(ctx, `UPDATE devices SET acked_seq = CASE WHEN $1 < next_seq THEN $1 ELSE next_seq END,
+		last_seen_at = $2 WHERE id = $3 AND acked_seq < CASE WHEN $1 < next_seq THEN $1 ELSE next_seq END`,
+		seq, now.UnixMicro(), deviceID)
+	if err != nil {
+		return fmt.Errorf("delivered: %w", err)
+	}
+	return nil
 }
 
 // Read records that a message was opened on its device.
 func (e *Engine) Read(ctx context.Context, deviceID, messageID string) error {
 	now := e.now()
-	return e.db.InTx(ctx, func(tx *sql.Tx) error {
-		var alertID, eventID string
-		var readAt sql.NullInt64
-		err := tx.QueryRowContext(ctx, `SELECT m.alert_id, a.event_id, m.read_at FROM messages m JOIN alerts a ON a.id = m.alert_id
-			WHERE m.id = $1 AND m.device_id = $2`, messageID, deviceID).Scan(&alertID, &eventID, &readAt)
-		if errors.Is(err, sql.ErrNoRows) {
-			return ErrNotYours
-		}
-		if err != nil || readAt.Valid {
-			return err
-		}
-		if _, err := tx.ExecContext(ctx, `UPDATE messages SET read_at = $1, delivered_at = COALESCE(delivered_at, $1) WHERE id = $2`,
-			now.UnixMicro(), messageID); err != nil {
-			return fmt.Errorf("read: %w", err)
-		}
-		err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorDevice, ActorID: deviceID,
-			ActorRole: "device", Action: "message.read", ObjectType: "message", ObjectID: messageID,
-			CorrelationID: eventID, Detail: map[string]any{"alert_id": alertID}})
+	return e.db.InTx(ctx, func(tx *sql.Tx) error { return read(ctx, tx, deviceID, messageID, now) })
+}
+
+// read is Read within tx.
+func read(ctx context.Context, tx *sql.Tx, deviceID, messageID string, now time.Time) error {
+	var alertID, eventID string
+	var readAt sql.NullInt64
+	err := tx.QueryRowContext(ctx, `SELECT m.alert_id, a.event_id, m.read_at FROM messages m JOIN alerts a ON a.id = m.alert_id
+		WHERE m.id = $1 AND m.device_id = $2`, messageID, deviceID).Scan(&alertID, &eventID, &readAt)
+	if errors.Is(err, sql.ErrNoRows) {
+		return ErrNotYours
+	}
+	if err != nil || readAt.Valid {
 		return err
-	})
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE messages SET read_at = $1, delivered_at = COALESCE(delivered_at, $1) WHERE id = $2`,
+		now.UnixMicro(), messageID); err != nil {
+		return fmt.Errorf("read: %w", err)
+	}
+	err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorDevice, ActorID: deviceID,
+		ActorRole: "device", Action: "message.read", ObjectType: "message", ObjectID: messageID,
+		CorrelationID: eventID, Detail: map[string]any{"alert_id": alertID}})
+	return err
 }
 
 // Envelope is a stored message as the gateway sends it: the sealed body

@@ -1,4 +1,28 @@
 package messaging
 
+import "context"
+
 // TimerWait exposes timerWait to the external tests.
 var TimerWait = timerWait
+
+// TestReceipt is a delivered (Seq) or read (MessageID) receipt.
+type TestReceipt struct {
+	DeviceID  string
+	Seq       int64
+	MessageID string
+}
+
+// CommitReceipts group commits rs as the gateway does and returns each
+// one's answer.
+func (g *Gateway) CommitReceipts(ctx context.Context, rs []TestReceipt) []error {
+	batch := make([]*receipt, len(rs))
+	for i, r := range rs {
+		batch[i] = &receipt{deviceID: r.DeviceID, seq: r.Seq, messageID: r.MessageID, done: make(chan error, 1)}
+	}
+	g.commitReceipts(ctx, batch)
+	out := make([]error, len(rs))
+	for i, r := range batch {
+		out[i] = <-r.done
+	}
+	return out
+}

@@ -46,12 +46,17 @@ type Gateway struct {
 	// device holds (the exact expiry is waited for too; this catches holds
 	// released and clocks moved).
 	expiryCheck time.Duration
+	// sweep is how often the node looks at every connection regardless of
+	// wake-ups, in case one was lost on the bus.
+	sweep time.Duration
 	// base ends every connection at shutdown: http.Server.Shutdown does not
 	// touch hijacked (WebSocket) connections.
-	base  context.Context
-	stop  context.CancelFunc
-	conns sync.WaitGroup
-	live  atomic.Int64 // connections being served
+	base     context.Context
+	stop     context.CancelFunc
+	conns    sync.WaitGroup
+	live     atomic.Int64 // connections being served
+	fetch    *fetcher     // reads what the node's connections are owed (fetch.go)
+	receipts *receipts    // group commit of delivered and read receipts (receipts.go)
 }
 
 // Connections returns how many device connections this node serves now.
@@ -70,11 +75,21 @@ func WithBatch(n int) GatewayOption { return func(g *Gateway) { g.batch = max(n,
 // a connected device holds (default 1 min).
 func WithExpiryCheck(d time.Duration) GatewayOption { return func(g *Gateway) { g.expiryCheck = d } }
 
+// WithSweep sets how often every connection of the node is looked at
+// regardless of wake-ups (default 5 s), in case one was lost on the bus.
+func WithSweep(d time.Duration) GatewayOption {
+	return func(g *Gateway) {
+		if d > 0 {
+			g.sweep = d
+		}
+	}
+}
+
 // NewGateway wires a gateway; heartbeat is the WebSocket ping interval.
 func NewGateway(d *db.DB, e *Engine, sub Subscriber, log *slog.Logger, heartbeat time.Duration, opts ...GatewayOption) *Gateway {
 	base, stop := context.WithCancel(context.Background())
-	g := &Gateway{db: d, engine: e, sub: sub, log: log, heartbeat: heartbeat, writeTimeout: 10 * time.Second, batch: 256, expiryCheck: time.Minute,
-		base: base, stop: stop}
+	g := &Gateway{db: d, engine: e, sub: sub, log: log, heartbeat: heartbeat, writeTimeout: 10 * time.Second, batch: 256, expiryCheck: time.Minute, sweep: sweepEvery,
+		base: base, stop: stop, fetch: newFetcher(), receipts: newReceipts()}
 	for _, o := range opts {
 		o(g)
 	}
@@ -189,16 +204,15 @@ func (g *Gateway) serve(parent context.Context, conn *websocket.Conn, deviceID s
 	defer cancel()
 	g.live.Add(1)
 	defer g.live.Add(-1)
-	wake := make(chan struct{}, 1)
-	signal := func() {
-		select {
-		case wake <- struct{}{}:
-		default:
-		}
-	}
+	// The node's fetcher reads what this connection is owed, for all
+	// connections woken together in one query, and hands it over here.
+	c := &gconn{deviceID: deviceID, notify: make(chan struct{}, 1), fetched: after}
+	g.fetch.once.Do(func() { go g.runFetcher(g.base) })
+	g.fetch.add(c)
+	defer g.fetch.remove(c)
 	// Subscribe before the first read of the backlog, so a message
-	// committed in between still wakes this loop.
-	unsub, err := g.sub.SubscribeDevice(deviceID, signal)
+	// committed in between still wakes this connection.
+	unsub, err := g.sub.SubscribeDevice(deviceID, func() { g.fetch.wake(deviceID) })
 	if err != nil {
 		g.log.Error("gateway subscribe", "device_id", deviceID, "error", err)
 		conn.Close(websocket.StatusInternalError, "subscribe failed")
@@ -216,12 +230,10 @@ func (g *Gateway) serve(parent context.Context, conn *websocket.Conn, deviceID s
 	cursor, wipeSent := after, false
 	ping := time.NewTicker(g.heartbeat)
 	defer ping.Stop()
-	safety := time.NewTicker(5 * time.Second) // in case a wake-up was lost on the bus
-	defer safety.Stop()
 	expiry := time.NewTimer(0) // first check at connect
 	defer expiry.Stop()
 	var nextExpiry time.Time // when expiry is set to fire
-	signal()
+	g.fetch.wakeConn(c)
 	for {
 		select {
 		case <-ctx.Done():
@@ -234,8 +246,6 @@ func (g *Gateway) serve(parent context.Context, conn *websocket.Conn, deviceID s
 			if err != nil {
 				return
 			}
-		case <-safety.C:
-			signal()
 		case <-expiry.C:
 			next, err := g.sendExpired(ctx, conn, deviceID, cursor)
 			if err != nil {
@@ -252,56 +262,36 @@ func (g *Gateway) serve(parent context.Context, conn *websocket.Conn, deviceID s
 				wait = min(max(next.Sub(g.engine.now()), 0), wait)
 			}
 			expiry.Reset(wait)
-		case <-wake:
+		case <-c.notify:
+			msgs, wipe := c.drain()
 			// A device whose wipe was requested gets nothing more, only the
 			// order to wipe itself.
-			var state string
-			if err := g.db.QueryRowContext(ctx, `SELECT state FROM devices WHERE id = $1`, deviceID).Scan(&state); err != nil {
-				if ctx.Err() == nil {
-					g.log.Error("gateway device state", "device_id", deviceID, "error", err)
-				}
-				continue
-			}
-			if state != DeviceActive {
+			if wipe != nil {
 				if !wipeSent {
-					var reason sql.NullString
-					_ = g.db.QueryRowContext(ctx, `SELECT wipe_reason FROM devices WHERE id = $1`, deviceID).Scan(&reason)
-					if err := g.write(ctx, conn, Wipe{Type: "wipe", Reason: reason.String}); err != nil {
+					if err := g.write(ctx, conn, Wipe{Type: "wipe", Reason: *wipe}); err != nil {
 						return
 					}
 					wipeSent = true
 				}
+				g.fetch.written(c)
 				continue
 			}
-			// At most g.batch messages per wake-up; if there are more, wake
-			// again after whatever else is waiting (a ping, a shutdown).
-			sent, earliest := 0, time.Time{}
-			for sent < g.batch {
-				want := min(100, g.batch-sent)
-				msgs, err := PendingMessages(ctx, g.db, deviceID, cursor, g.engine.now(), want)
-				if err != nil {
-					if ctx.Err() == nil {
-						g.log.Error("gateway backlog", "device_id", deviceID, "error", err)
-					}
-					break
+			earliest := time.Time{}
+			for _, m := range msgs {
+				if m.Seq <= cursor {
+					continue // the device has it
 				}
-				for _, m := range msgs {
-					if err := g.write(ctx, conn, m); err != nil {
-						return
-					}
-					cursor = m.Seq
-					if !m.expiresAt.IsZero() && (earliest.IsZero() || m.expiresAt.Before(earliest)) {
-						earliest = m.expiresAt
-					}
+				if err := g.write(ctx, conn, m); err != nil {
+					return
 				}
-				sent += len(msgs)
-				if len(msgs) < want {
-					break
+				cursor = m.Seq
+				if !m.expiresAt.IsZero() && (earliest.IsZero() || m.expiresAt.Before(earliest)) {
+					earliest = m.expiresAt
 				}
 			}
-			if sent >= g.batch {
-				signal()
-			}
+			// More waiting (a backlog is handed over a slice at a time) is
+			// fetched now, after whatever else was waiting here.
+			g.fetch.written(c)
 			if !earliest.IsZero() && (nextExpiry.IsZero() || earliest.Before(nextExpiry)) {
 				nextExpiry = earliest
 				expiry.Reset(min(max(earliest.Sub(g.engine.now()), 0), g.expiryCheck))
@@ -341,15 +331,18 @@ func (g *Gateway) readLoop(ctx context.Context, cancel context.CancelFunc, conn 
 			return
 		}
 		var err error
-		if f.Type != "wipe_confirmed" {
+		switch f.Type {
+		case "ack", "read", "wipe_confirmed":
+			// Receipts check the device within their transaction.
+		default:
 			err = requireActive(ctx, g.db, deviceID)
 		}
 		switch {
 		case err != nil:
 		case f.Type == "ack":
-			err = g.engine.Delivered(ctx, deviceID, f.Seq)
+			err = g.record(ctx, &receipt{deviceID: deviceID, seq: f.Seq})
 		case f.Type == "read":
-			err = g.engine.Read(ctx, deviceID, f.MessageID)
+			err = g.record(ctx, &receipt{deviceID: deviceID, messageID: f.MessageID})
 		case f.Type == "wipe_confirmed":
 			now := g.engine.now()
 			if err = g.db.InTx(ctx, func(tx *sql.Tx) error { return ConfirmWipe(ctx, tx, deviceID, now) }); err == nil {

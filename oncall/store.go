@@ -101,8 +101,16 @@ func AddShift(ctx context.Context, tx Queryer, by Actor, s Shift) (Shift, error)
 
 // HoldersAt returns who holds role in unit at t, every roster layer
 // included, read from q: inside a transaction it sees that transaction's
-// own edits. Holders are sorted by user id.
+// own edits (unless q is a Memo, which remembers its first answer).
+// Holders are sorted by user id.
 func HoldersAt(ctx context.Context, q Queryer, unitID, role string, t time.Time) ([]string, error) {
+	if m, ok := q.(*Memo); ok {
+		return m.holdersAt(ctx, unitID, role, t)
+	}
+	return holdersAt(ctx, q, unitID, role, t)
+}
+
+func holdersAt(ctx context.Context, q Queryer, unitID, role string, t time.Time) ([]string, error) {
 	r, err := loadRoster(ctx, q, unitID, role, t, t.Add(time.Microsecond))
 	if err != nil {
 		return nil, fmt.Errorf("holders: %w", err)

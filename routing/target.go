@@ -93,6 +93,9 @@ func alertTarget(a *Alert) Target {
 // else read in q), a team's members, a known user, or the first step of a
 // policy target.
 func (r *Router) targetHeld(ctx context.Context, q Queryer, t Target, unit, priority string, now time.Time) (bool, error) {
+	if s, ok := q.(*rtx); ok {
+		q = s.Queryer // what the session was given: an oncall.Memo answers its roster reads again
+	}
 	kind, id := t.Kind()
 	switch kind {
 	case TargetRole:

@@ -16,6 +16,7 @@ import (
 	"github.com/clarion-health/clarion/internal/bus"
 	"github.com/clarion-health/clarion/internal/db"
 	"github.com/clarion-health/clarion/messaging"
+	"github.com/clarion-health/clarion/oncall"
 	"github.com/clarion-health/clarion/routing"
 )
 
@@ -142,9 +143,12 @@ func (w *Worker) ProcessBatch(ctx context.Context, limit int) (int, error) {
 		}
 		ids := make([]string, len(evs))
 		entries := make([]audit.Entry, len(evs))
-		sess := w.router.Session(tx)
+		// Routing edits no roster: who holds a role is read once per
+		// transaction, by routing and the escalation's start alike.
+		q := oncall.NewMemo(tx)
+		sess := w.router.Session(q)
 		for i := range evs {
-			r, entry, err := w.route(ctx, tx, sess, &evs[i], now)
+			r, entry, err := w.route(ctx, q, sess, &evs[i], now)
 			if err != nil {
 				return err
 			}
@@ -194,7 +198,8 @@ func (w *Worker) ProcessOne(ctx context.Context) (bool, error) {
 			return err
 		}
 		var entry audit.Entry
-		if r, entry, err = w.route(ctx, tx, w.router.Session(tx), st, now); err != nil {
+		q := oncall.NewMemo(tx)
+		if r, entry, err = w.route(ctx, q, w.router.Session(q), st, now); err != nil {
 			return err
 		}
 		if err := audit.Append(ctx, tx, entry); err != nil {
@@ -221,10 +226,11 @@ func (w *Worker) ProcessOne(ctx context.Context) (bool, error) {
 }
 
 // route applies one claimed event within tx (sess is the router's session
-// on it): routing, then the escalation of every alert it opened. It returns
-// what to do after the commit and the event's audit record (the caller
-// appends it).
-func (w *Worker) route(ctx context.Context, tx *sql.Tx, sess *routing.Session, st *ingest.Stored, now time.Time) (routed, audit.Entry, error) {
+// on it; the memo shares roster reads between routing and escalation):
+// routing, then the escalation of every alert it opened. It returns what
+// to do after the commit and the event's audit record (the caller appends
+// it).
+func (w *Worker) route(ctx context.Context, tx *oncall.Memo, sess *routing.Session, st *ingest.Stored, now time.Time) (routed, audit.Entry, error) {
 	r := routed{eventID: st.ID}
 	out, err := sess.Route(ctx, st.ID, &st.Event, w.pseudo, now)
 	if err != nil {
