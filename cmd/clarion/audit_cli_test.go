@@ -187,10 +187,17 @@ func TestAuditRuntime(t *testing.T) {
 	runCtx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { r.run(runCtx); close(done) }()
-	waitFor(t, "a checkpoint and the records in the JSON-lines file", func() bool {
+	stream, err := b.JetStream().Stream(ctx, bus.AuditStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Both sinks are waited for while the runtime runs: shutdown does not
+	// drain the stream, so a loaded machine could otherwise stop it first.
+	waitFor(t, "a checkpoint and the records in the JSON-lines file and on the stream", func() bool {
 		cps, _ := audit.Checkpoints(ctx, d)
 		b, _ := os.ReadFile(jsonl)
-		return len(cps) > 0 && bytes.Count(b, []byte("\n")) >= 4
+		info, _ := stream.Info(ctx)
+		return len(cps) > 0 && bytes.Count(b, []byte("\n")) >= 4 && info != nil && info.State.Msgs >= 4
 	})
 	if err := appendOne(ctx, d, audit.Entry{ActorType: audit.ActorSystem, ActorID: "t", Action: "last.one"}); err != nil {
 		t.Fatal(err)
@@ -204,14 +211,6 @@ func TestAuditRuntime(t *testing.T) {
 	if err != nil || res.Unanchored() > 1 { // only the final checkpoint's own record
 		t.Fatalf("after shutdown: %+v %v (head %d)", res, err, head)
 	}
-	stream, err := b.JetStream().Stream(ctx, bus.AuditStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "the records on the stream", func() bool {
-		info, _ := stream.Info(ctx)
-		return info != nil && info.State.Msgs >= 4
-	})
 	var wrote int
 	err = d.InTx(ctx, func(tx *sql.Tx) error {
 		return tx.QueryRow(`SELECT COUNT(*) FROM audit_stream_positions WHERE seq > 0`).Scan(&wrote)
