@@ -100,7 +100,9 @@ func (a *API) postBase(c *gin.Context) {
 			valid = append(valid, reqs[i])
 		}
 	}
-	a.commits.submit(ctx, valid...)
+	for i, err := range a.commits.Submit(ctx, valid...) {
+		valid[i].err = err
+	}
 	resp := make([]outbound.Entry, len(entries))
 	for i, e := range entries {
 		if errs[i] != nil {

@@ -6,110 +6,12 @@ import (
 	"net/http"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	"github.com/clarion-health/clarion/fhir/decode"
 	"github.com/clarion-health/clarion/internal/db"
 	"github.com/clarion-health/clarion/internal/dbtest"
 )
-
-func TestCommitterGroupsAndIsolatesFailures(t *testing.T) {
-	var mu sync.Mutex
-	var groups [][]string
-	release := make(chan struct{})
-	c := &committer{maxEntries: 100, commit: func(_ context.Context, group []*request) error {
-		var names []string
-		for _, r := range group {
-			names = append(names, r.s.actorID)
-		}
-		mu.Lock()
-		groups = append(groups, names)
-		mu.Unlock()
-		if names[0] == "first" {
-			<-release // hold the slot while others queue
-		}
-		for _, r := range group {
-			if r.s.via == "bad" {
-				return errors.New("bad request")
-			}
-		}
-		return nil
-	}}
-	req := func(name, via string) *request {
-		return &request{s: sender{actorID: name, via: via}, entries: []*entry{{}}}
-	}
-	first := req("first", "rest")
-	rest := []*request{req("a", "rest"), req("b", "bad"), req("c", "rest")}
-	var wg sync.WaitGroup
-	wg.Go(func() { c.submit(context.Background(), first) })
-	for _, r := range rest {
-		// Queued one by one while the first commit holds the only slot.
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			mu.Lock()
-			started := len(groups) > 0
-			mu.Unlock()
-			if started {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("the first commit never started")
-			}
-			time.Sleep(time.Millisecond)
-		}
-		wg.Go(func() { c.submit(context.Background(), r) })
-		for deadline := time.Now().Add(5 * time.Second); ; {
-			c.mu.Lock()
-			queued := slices.Contains(c.queue, r)
-			c.mu.Unlock()
-			if queued {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("request never queued")
-			}
-			time.Sleep(time.Millisecond)
-		}
-	}
-	close(release)
-	wg.Wait()
-	// The three queued together share one transaction; it fails, so each
-	// commits alone and only the bad one fails.
-	want := [][]string{{"first"}, {"a", "b", "c"}, {"a"}, {"b"}, {"c"}}
-	if len(groups) != len(want) {
-		t.Fatalf("groups %v", groups)
-	}
-	for i := range want {
-		if !slices.Equal(groups[i], want[i]) {
-			t.Fatalf("groups %v, want %v", groups, want)
-		}
-	}
-	if first.err != nil || rest[0].err != nil || rest[2].err != nil || rest[1].err == nil {
-		t.Fatalf("errors: first %v, a %v, b %v, c %v", first.err, rest[0].err, rest[1].err, rest[2].err)
-	}
-}
-
-func TestCommitterBoundsGroups(t *testing.T) {
-	var sizes []int
-	c := &committer{maxEntries: 3, commit: func(_ context.Context, group []*request) error {
-		n := 0
-		for _, r := range group {
-			n += len(r.entries)
-		}
-		sizes = append(sizes, n)
-		return nil
-	}}
-	var rs []*request
-	for _, n := range []int{1, 2, 1, 5, 1} {
-		rs = append(rs, &request{entries: make([]*entry, n)})
-	}
-	c.submit(context.Background(), rs...)
-	if !slices.Equal(sizes, []int{3, 1, 5, 1}) {
-		t.Fatalf("group sizes %v", sizes)
-	}
-}
 
 // prepared decodes and prepares one resource for a request.
 func (f *fixture) prepared(body []byte, ifNoneExist string) *entry {
@@ -148,7 +50,9 @@ func TestGroupCommitOneBadRequestAmongGood(t *testing.T) {
 			{s: s, entries: []*entry{f.prepared([]byte(observationJSON(500)), "")}}, // a repeat of the first
 			{s: s, entries: []*entry{f.prepared([]byte(observationJSON(1)), "")}},
 		}
-		f.api.commits.submit(context.Background(), reqs...)
+		for i, err := range f.api.commits.Submit(context.Background(), reqs...) {
+			reqs[i].err = err
+		}
 		var derr *decode.Error
 		if !errors.As(reqs[1].err, &derr) || derr.Status != http.StatusPreconditionFailed {
 			t.Fatalf("the bad request: %v", reqs[1].err)
@@ -187,7 +91,9 @@ func TestGroupCommitOneBadRequestAmongGood(t *testing.T) {
 			{s: s, entries: []*entry{f.prepared([]byte(observationJSON(8)),
 				"identifier=urn:oid:1.3.6.1.4.1.99999.1|bench-7")}},
 		}
-		f.api.commits.submit(context.Background(), twin...)
+		for i, err := range f.api.commits.Submit(context.Background(), twin...) {
+			twin[i].err = err
+		}
 		first := twin[0].outs[0]
 		for i, r := range twin[1:] {
 			if r.err != nil || r.outs[0].status != 200 || r.outs[0].id != first.id || r.outs[0].eventID != first.eventID ||

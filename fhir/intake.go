@@ -19,6 +19,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clarion-health/clarion/internal/groupcommit"
+
 	"github.com/google/fhir/go/fhirversion"
 	"github.com/google/fhir/go/jsonformat"
 	"google.golang.org/protobuf/proto"
@@ -52,7 +54,7 @@ type API struct {
 	log     *slog.Logger
 	now     func() time.Time
 	kick    func()
-	commits *committer
+	commits *groupcommit.Committer[*request]
 	client  *http.Client
 	base    string
 	version string
@@ -90,11 +92,12 @@ func New(d *db.DB, events *ingest.Store, keys Keyring, log *slog.Logger, now fun
 	for _, o := range opts {
 		o(a)
 	}
-	a.commits = &committer{maxEntries: maxGroupEntries, parallel: 1, commit: a.commitRequests}
+	a.commits = &groupcommit.Committer[*request]{Max: maxGroupEntries, Commit: a.commitRequests,
+		Weight: func(r *request) int { return len(r.entries) }}
 	if d.Dialect == db.Postgres {
 		// Transactions in flight side by side share PostgreSQL's WAL
 		// flushes and overlap their round trips; SQLite has one writer.
-		a.commits.parallel = parallelCommits
+		a.commits.Parallel = parallelCommits
 	}
 	return a, nil
 }
@@ -210,6 +213,14 @@ type resourceKey struct {
 // create stays idempotent (fhir_resources is the lasting record).
 const dedupForever = 100 * 365 * 24 * time.Hour
 
+// maxGroupEntries bounds the entries one group commit holds (a request
+// larger than that, a big transaction Bundle, commits alone).
+const maxGroupEntries = 1000
+
+// parallelCommits is how many group transactions a node keeps in flight
+// at once on PostgreSQL.
+const parallelCommits = 2
+
 // request is what one call creates: the entries of a POST, a Bundle or a
 // notification, all from one sender, all or none. Several requests may
 // share a transaction (group commit); outs is set once it has committed.
@@ -217,8 +228,7 @@ type request struct {
 	s       sender
 	entries []*entry
 	outs    []outcome
-	err     error         // set by the committer
-	done    chan struct{} // closed by the committer
+	err     error // set once committed or failed
 }
 
 // work is one entry on its way through a transaction.
@@ -477,7 +487,7 @@ func (a *API) hashOf(m *decode.Mapped) string {
 // group committer: requests arriving together share a transaction.
 func (a *API) commit(ctx context.Context, s sender, entries []*entry) ([]outcome, error) {
 	r := &request{s: s, entries: entries}
-	a.commits.submit(ctx, r)
+	r.err = a.commits.Submit(ctx, r)[0]
 	return r.outs, r.err
 }
 

@@ -17,12 +17,13 @@ type TestReceipt struct {
 func (g *Gateway) CommitReceipts(ctx context.Context, rs []TestReceipt) []error {
 	batch := make([]*receipt, len(rs))
 	for i, r := range rs {
-		batch[i] = &receipt{deviceID: r.DeviceID, seq: r.Seq, messageID: r.MessageID, done: make(chan error, 1)}
+		batch[i] = &receipt{deviceID: r.DeviceID, seq: r.Seq, messageID: r.MessageID}
 	}
-	g.commitReceipts(ctx, batch)
-	out := make([]error, len(rs))
+	out := g.receipts.Submit(ctx, batch...)
 	for i, r := range batch {
-		out[i] = <-r.done
+		if out[i] == nil {
+			out[i] = r.refused
+		}
 	}
 	return out
 }

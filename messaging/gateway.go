@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/clarion-health/clarion/internal/groupcommit"
+
 	"github.com/coder/websocket"
 	"github.com/coder/websocket/wsjson"
 	"github.com/gin-gonic/gin"
@@ -54,9 +56,9 @@ type Gateway struct {
 	base     context.Context
 	stop     context.CancelFunc
 	conns    sync.WaitGroup
-	live     atomic.Int64 // connections being served
-	fetch    *fetcher     // reads what the node's connections are owed (fetch.go)
-	receipts *receipts    // group commit of delivered and read receipts (receipts.go)
+	live     atomic.Int64                     // connections being served
+	fetch    *fetcher                         // reads what the node's connections are owed (fetch.go)
+	receipts *groupcommit.Committer[*receipt] // delivered and read receipts (receipts.go)
 }
 
 // Connections returns how many device connections this node serves now.
@@ -89,7 +91,8 @@ func WithSweep(d time.Duration) GatewayOption {
 func NewGateway(d *db.DB, e *Engine, sub Subscriber, log *slog.Logger, heartbeat time.Duration, opts ...GatewayOption) *Gateway {
 	base, stop := context.WithCancel(context.Background())
 	g := &Gateway{db: d, engine: e, sub: sub, log: log, heartbeat: heartbeat, writeTimeout: 10 * time.Second, batch: 256, expiryCheck: time.Minute, sweep: sweepEvery,
-		base: base, stop: stop, fetch: newFetcher(), receipts: newReceipts()}
+		base: base, stop: stop, fetch: newFetcher()}
+	g.receipts = newReceipts(g)
 	for _, o := range opts {
 		o(g)
 	}

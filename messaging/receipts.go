@@ -4,8 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"errors"
-	"sync"
 	"time"
+
+	"github.com/clarion-health/clarion/internal/groupcommit"
 )
 
 // Receipts (delivered and read) from all of a node's devices are group
@@ -27,86 +28,32 @@ type receipt struct {
 	deviceID  string
 	seq       int64  // ack: every message up to seq is delivered
 	messageID string // read: this message was opened
-	done      chan error
+	refused   error  // set by its commit: refused, and nothing written
 }
 
-type receipts struct {
-	queue chan *receipt
-	once  sync.Once
+func newReceipts(g *Gateway) *groupcommit.Committer[*receipt] {
+	return &groupcommit.Committer[*receipt]{Max: receiptBatch, Parallel: receiptSlots, Commit: g.commitReceipts}
 }
 
-func newReceipts() *receipts { return &receipts{queue: make(chan *receipt, 4*receiptBatch)} }
-
-// record queues r and waits until it is committed (or refused).
+// record commits r, alone or with others, and returns once it is
+// committed (nil), refused or failed.
 func (g *Gateway) record(ctx context.Context, r *receipt) error {
-	g.receipts.once.Do(func() {
-		for range receiptSlots {
-			go g.runReceipts(g.base)
-		}
-	})
-	r.done = make(chan error, 1)
-	select {
-	case g.receipts.queue <- r:
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-g.base.Done():
-		return errors.New("gateway shutting down")
-	}
-	select {
-	case err := <-r.done:
+	if err := g.receipts.Submit(ctx, r)[0]; err != nil {
 		return err
-	case <-ctx.Done():
-		return ctx.Err()
 	}
+	return r.refused
 }
 
-func (g *Gateway) runReceipts(ctx context.Context) {
-	for {
-		var batch []*receipt
-		select {
-		case <-ctx.Done():
-			g.failQueued(ctx)
-			return
-		case r := <-g.receipts.queue:
-			batch = append(batch, r)
-		}
-	more:
-		for len(batch) < receiptBatch {
-			select {
-			case r := <-g.receipts.queue:
-				batch = append(batch, r)
-			default:
-				break more
-			}
-		}
-		g.commitReceipts(context.WithoutCancel(ctx), batch)
-	}
-}
-
-// failQueued answers the receipts still queued at shutdown: not recorded
-// (the device sends its ack again when it reconnects).
-func (g *Gateway) failQueued(ctx context.Context) {
-	for {
-		select {
-		case r := <-g.receipts.queue:
-			r.done <- ctx.Err()
-		default:
-			return
-		}
-	}
-}
-
-// commitReceipts records batch in one transaction, or, when that fails,
-// each receipt in its own.
-func (g *Gateway) commitReceipts(ctx context.Context, batch []*receipt) {
+// commitReceipts records batch in one transaction; a receipt refused
+// within it changes nothing and leaves the transaction to the others.
+func (g *Gateway) commitReceipts(ctx context.Context, batch []*receipt) error {
 	now := g.engine.now()
-	refused := make([]error, len(batch))
-	err := g.db.InTx(ctx, func(tx *sql.Tx) error {
-		for i, r := range batch {
-			refused[i] = nil
+	return g.db.InTx(ctx, func(tx *sql.Tx) error {
+		for _, r := range batch {
+			r.refused = nil
 			err := recordReceipt(ctx, tx, r, now)
 			if isRefusal(err) {
-				refused[i] = err
+				r.refused = err
 				continue
 			}
 			if err != nil {
@@ -115,20 +62,6 @@ func (g *Gateway) commitReceipts(ctx context.Context, batch []*receipt) {
 		}
 		return nil
 	})
-	if err == nil || len(batch) == 1 {
-		for i, r := range batch {
-			if err != nil {
-				r.done <- err
-			} else {
-				r.done <- refused[i]
-			}
-		}
-		return
-	}
-	g.log.Warn("receipt group commit failed; recording its receipts one by one", "receipts", len(batch), "error", err)
-	for _, r := range batch {
-		r.done <- g.db.InTx(ctx, func(tx *sql.Tx) error { return recordReceipt(ctx, tx, r, now) })
-	}
 }
 
 // recordReceipt records one receipt in tx: the device must still be active.

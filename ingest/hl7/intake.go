@@ -8,6 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/clarion-health/clarion/internal/groupcommit"
+
 	"github.com/clarion-health/clarion/ingest"
 	"github.com/clarion-health/clarion/internal/db"
 	"github.com/clarion-health/clarion/internal/ids"
@@ -18,7 +20,7 @@ import (
 // audit record are committed; a repeat of a message (same sender, same
 // MSH-10, within the dedup window) is answered as the first copy was and is
 // not stored or routed again. Concurrent messages share one transaction
-// (see committer).
+// (internal/groupcommit).
 type Intake struct {
 	db       *db.DB
 	store    *ingest.Store
@@ -30,7 +32,7 @@ type Intake struct {
 	senders  *Senders
 	window   time.Duration
 	watch    WatchdogRecorder
-	commits  *committer
+	commits  *groupcommit.Committer[*item]
 	maxBatch int
 }
 
@@ -85,11 +87,11 @@ func NewIntake(d *db.DB, store *ingest.Store, log *slog.Logger, now func() time.
 	for _, o := range opts {
 		o(in)
 	}
-	in.commits = &committer{max: in.maxBatch, parallel: 1, commit: in.commitBatch}
+	in.commits = &groupcommit.Committer[*item]{Max: in.maxBatch, Commit: in.commitBatch}
 	if d.Dialect == db.Postgres {
 		// Batches in flight side by side share PostgreSQL's WAL flushes
 		// and overlap their round trips; SQLite has one writer.
-		in.commits.parallel = parallelCommits
+		in.commits.Parallel = parallelCommits
 	}
 	if in.senders == nil {
 		log.Warn("mllp sender binding not configured: any peer may send as any MSH-3/MSH-4")
@@ -169,7 +171,7 @@ func (in *Intake) HandleMLLP(ctx context.Context, payload []byte, peer Peer) [][
 // submit commits it (alone or with concurrent messages) and logs a
 // rejection that could not be kept: its answer is sent all the same.
 func (in *Intake) submit(ctx context.Context, it *item) {
-	in.commits.submit(ctx, it)
+	it.err = in.commits.Submit(ctx, it)[0]
 	if it.ev == nil {
 		if it.err != nil {
 			in.log.Error("keep rejected message", "error", it.err)

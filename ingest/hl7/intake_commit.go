@@ -3,7 +3,6 @@ package hl7
 import (
 	"context"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/clarion-health/clarion/audit"
@@ -30,87 +29,6 @@ type item struct {
 	eventID string // event (or rejected message) id; the first copy's for a duplicate
 	dup     bool
 	err     error
-
-	done chan struct{} // closed once committed (or failed)
-}
-
-// committer groups the messages waiting at one moment into one
-// transaction (group commit). Up to parallel batches are in flight at once.
-// A message that finds a batch slot free commits the head of the queue
-// itself (its own message included, at most max), wakes the other
-// submitters of that batch, and, if messages queued meanwhile, hands the
-// slot to a goroutine that goes on committing until the queue is empty.
-// Under light load a message is committed alone, on its own goroutine;
-// under heavy load the queue grows while the slots are busy, and batches
-// grow with it. Every message is still audited on its own and answered
-// only after the commit that holds it.
-type committer struct {
-	max      int
-	parallel int // 0 means 1: SQLite's single connection serialises commits anyway
-	commit   func(ctx context.Context, batch []*item) error
-
-	mu    sync.Mutex
-	queue []*item
-	busy  int // runners
-}
-
-func (c *committer) submit(ctx context.Context, it *item) {
-	it.done = make(chan struct{})
-	c.mu.Lock()
-	c.queue = append(c.queue, it)
-	start := c.busy < max(c.parallel, 1)
-	if start {
-		c.busy++
-	}
-	c.mu.Unlock()
-	if start {
-		// A commit serves several connections: none of them may cancel it.
-		if c.step(context.WithoutCancel(ctx)) {
-			go c.run(context.WithoutCancel(ctx))
-		}
-	}
-	<-it.done
-}
-
-// run commits batches until the queue is empty.
-func (c *committer) run(ctx context.Context) {
-	for c.step(ctx) {
-	}
-}
-
-// step commits the head of the queue and reports whether messages are
-// still waiting (the slot stays taken) or not (the slot is freed). When a
-// batch transaction fails, each message is retried in a transaction of its
-// own, so one bad message cannot fail its neighbours; only the ones that
-// fail again are answered AE/CE.
-func (c *committer) step(ctx context.Context) bool {
-	c.mu.Lock()
-	n := min(len(c.queue), c.max)
-	batch := c.queue[:n:n]
-	c.queue = append([]*item(nil), c.queue[n:]...)
-	c.mu.Unlock()
-
-	if len(batch) > 0 {
-		if err := c.commit(ctx, batch); err != nil {
-			if len(batch) == 1 {
-				batch[0].err = err
-			} else {
-				for _, it := range batch {
-					it.err = c.commit(ctx, []*item{it})
-				}
-			}
-		}
-		for _, it := range batch {
-			close(it.done)
-		}
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.queue) == 0 {
-		c.busy--
-		return false
-	}
-	return true
 }
 
 // result is what one item's part of a batch transaction decided; it is

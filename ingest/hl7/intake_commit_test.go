@@ -2,95 +2,14 @@ package hl7
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/clarion-health/clarion/ingest"
 	"github.com/clarion-health/clarion/internal/db"
 	"github.com/clarion-health/clarion/internal/dbtest"
 )
-
-// The committer groups waiting messages; a failed batch is retried one by
-// one so only the bad message fails.
-func TestCommitterGroupsAndIsolatesFailures(t *testing.T) {
-	release := make(chan struct{})
-	var mu sync.Mutex
-	var batches [][]string
-	c := &committer{max: 4, commit: func(_ context.Context, batch []*item) error {
-		if len(batches) == 0 {
-			<-release // hold the first batch so the others queue up
-		}
-		mu.Lock()
-		defer mu.Unlock()
-		var ids []string
-		for _, it := range batch {
-			ids = append(ids, it.controlID)
-		}
-		batches = append(batches, ids)
-		for _, it := range batch {
-			if it.controlID == "BAD" {
-				return errors.New("poisoned")
-			}
-		}
-		for _, it := range batch {
-			it.eventID = "evt-" + it.controlID
-		}
-		return nil
-	}}
-	items := []*item{{controlID: "FIRST"}}
-	for i := range 9 {
-		items = append(items, &item{controlID: fmt.Sprint("M", i)})
-	}
-	items[5].controlID = "BAD"
-	var wg sync.WaitGroup
-	wg.Go(func() { c.submit(context.Background(), items[0]) })
-	for !c.isBusy() {
-		time.Sleep(time.Millisecond)
-	}
-	for _, it := range items[1:] {
-		wg.Go(func() { c.submit(context.Background(), it) })
-	}
-	for c.queued() < 9 {
-		time.Sleep(time.Millisecond)
-	}
-	close(release)
-	wg.Wait()
-
-	for _, it := range items {
-		switch {
-		case it.controlID == "BAD" && it.err == nil:
-			t.Error("poisoned message reported committed")
-		case it.controlID != "BAD" && (it.err != nil || it.eventID != "evt-"+it.controlID):
-			t.Errorf("%s: err %v, id %q", it.controlID, it.err, it.eventID)
-		}
-	}
-	if len(batches[0]) != 1 || len(batches[1]) != 4 {
-		t.Errorf("batches = %v, want the first alone, then 4 grouped", batches)
-	}
-	for _, b := range batches {
-		if len(b) > 4 {
-			t.Errorf("batch over max: %v", b)
-		}
-	}
-	if c.isBusy() || c.queued() != 0 {
-		t.Error("committer not idle at the end")
-	}
-}
-
-func (c *committer) isBusy() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.busy > 0
-}
-
-func (c *committer) queued() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return len(c.queue)
-}
 
 // Many connections at once: every message stored once, acknowledged AA, and
 // the audit chain intact through the batched appends.
@@ -133,41 +52,6 @@ func TestIntakeConcurrentConnections(t *testing.T) {
 			t.Errorf("audit records = %d", n)
 		}
 	})
-}
-
-// With parallel set, batches commit side by side: a second batch starts
-// while the first is still in its transaction.
-func TestCommitterRunsBatchesInParallel(t *testing.T) {
-	inFlight := make(chan struct{}, 2)
-	both := make(chan struct{})
-	var once sync.Once
-	c := &committer{max: 1, parallel: 2, commit: func(_ context.Context, batch []*item) error {
-		inFlight <- struct{}{}
-		if len(inFlight) == 2 {
-			once.Do(func() { close(both) })
-		}
-		select {
-		case <-both:
-		case <-time.After(10 * time.Second):
-			return errors.New("the other batch never started")
-		}
-		<-inFlight
-		return nil
-	}}
-	var wg sync.WaitGroup
-	items := []*item{{controlID: "A"}, {controlID: "B"}, {controlID: "C"}}
-	for _, it := range items {
-		wg.Go(func() { c.submit(context.Background(), it) })
-	}
-	wg.Wait()
-	for _, it := range items {
-		if it.err != nil {
-			t.Errorf("%s: %v", it.controlID, it.err)
-		}
-	}
-	if c.isBusy() || c.queued() != 0 {
-		t.Error("committer not idle at the end")
-	}
 }
 
 // A batch that repeats an earlier message, and repeats one of its own,

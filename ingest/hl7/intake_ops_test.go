@@ -78,7 +78,7 @@ func TestWatchdog(t *testing.T) {
 			it := &item{at: clk.Now(), source: "MON_GW^ICU", controlID: ctrl, outcome: Accepted,
 				ev: &ingest.Event{Kind: ingest.KindWatchdog, Source: "MON_GW^ICU", SourceID: ctrl, Trigger: "ORU^R40",
 					Alarm: &ingest.Alarm{Reporter: "MON_GW"}}}
-			in.commits.submit(ctx, it)
+			in.submit(ctx, it)
 			if it.err != nil {
 				t.Fatal(it.err)
 			}
