@@ -462,33 +462,25 @@ func (s *Store) QueueClaims(q Queue, claims []DedupClaim, ackCode string, window
 	q.Query(func(rows Rows) error { return scanClaimed(rows, claimed) }, query, args...)
 }
 
-// QueueClaimGuard queues, after QueueClaims, a statement that aborts the
-// transaction when any of claims did not take its key (it divides by
-// zero: PostgreSQL has no RAISE outside a function). A writer that
-// expects no duplicate can then send a whole batch, COMMIT included, in
-// one round trip: should a claim lose, nothing of the batch is kept and
-// IsClaimLost tells the writer to redo it reading the earlier answers.
-// PostgreSQL only: SQLite divides by zero without complaint.
-func (s *Store) QueueClaimGuard(q Queue, claims []DedupClaim) {
+// QueueGuardedClaims claims every key as QueueClaims does, in a
+// statement that aborts the transaction when any of them was already
+// taken (it divides by zero: PostgreSQL has no RAISE outside a function).
+// A writer that expects no duplicate can then send a whole batch, COMMIT
+// included, in one round trip: should a claim lose, nothing of the batch
+// is kept and IsClaimLost tells the writer to redo it with QueueClaims,
+// reading the earlier answers. PostgreSQL only: SQLite divides by zero
+// without complaint.
+func (s *Store) QueueGuardedClaims(q Queue, claims []DedupClaim, ackCode string, window time.Duration) {
 	if len(claims) == 0 {
 		return
 	}
-	var b strings.Builder
-	b.WriteString(`SELECT 1 / (COUNT(*) / $1) FROM ingest_dedup WHERE (source, source_id, event_id) IN (`)
-	args := []any{len(claims)}
-	for i, c := range claims {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		n := len(args)
-		fmt.Fprintf(&b, "($%d, $%d, $%d)", n+1, n+2, n+3)
-		args = append(args, c.Source, c.SourceID, c.EventID)
-	}
-	b.WriteByte(')')
-	q.Exec(b.String(), args...)
+	query, args := claimSQL(claims, ackCode, window)
+	// COUNT over the claims that won is one row even when none did.
+	q.Exec(fmt.Sprintf(`WITH won AS (%s) SELECT 1 / (COUNT(*) / $%d) FROM won`, query, len(args)+1),
+		append(args, len(claims))...)
 }
 
-// IsClaimLost reports whether err is QueueClaimGuard's abort.
+// IsClaimLost reports whether err is QueueGuardedClaims' abort.
 func IsClaimLost(err error) bool {
 	var coder interface{ SQLState() string }
 	return errors.As(err, &coder) && coder.SQLState() == "22012" // division_by_zero

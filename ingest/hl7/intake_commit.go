@@ -88,11 +88,11 @@ func (in *Intake) storeBatch(ctx context.Context, batch []*item, optimistic bool
 				EventID: ids.New("evt"), At: it.at})
 		}
 		claimed := map[string]bool{}
-		in.store.QueueClaims(p, claims, "AA", in.window, claimed)
 		priors := make([]*ingest.Prior, len(claims))
 		if optimistic {
-			in.store.QueueClaimGuard(p, claims) // every claim wins, or nothing is kept
+			in.store.QueueGuardedClaims(p, claims, "AA", in.window) // every claim wins, or nothing is kept
 		} else {
+			in.store.QueueClaims(p, claims, "AA", in.window, claimed)
 			if err := p.Flush(ctx); err != nil {
 				return err
 			}
