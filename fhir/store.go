@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -52,15 +53,6 @@ func marks(from, n int) string {
 	return b.String()
 }
 
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	return keys
-}
-
 func scanResource(rows ingest.Rows, extra *string) (resourceRow, error) {
 	var r resourceRow
 	var at int64
@@ -71,62 +63,59 @@ func scanResource(rows ingest.Rows, extra *string) (resourceRow, error) {
 	return r, nil
 }
 
-// queueBySource queues the lookup of the resources created under the
-// dedup keys ids (source → its source ids), one statement a source (and
-// lookupChunk ids); once sent, found holds each by source+"|"+source_id.
-func queueBySource(q ingest.Queue, ids map[string][]string, found map[string]resourceRow) {
-	for _, source := range sortedKeys(ids) {
-		list := ids[source]
+// queueChunked queues, for each key of groups in order and each run of up
+// to lookupChunk of its values, query with $1 the key and the values from
+// $2 on (query's %s is where their placeholders go); scan reads the rows
+// of each statement, with the key it was sent for.
+func queueChunked(q ingest.Queue, groups map[string][]string, query string, scan func(key string, rows ingest.Rows) error) {
+	for _, key := range slices.Sorted(maps.Keys(groups)) {
+		list := groups[key]
 		for start := 0; start < len(list); start += lookupChunk {
 			chunk := list[start:min(start+lookupChunk, len(list))]
 			args := make([]any, 0, len(chunk)+1)
-			args = append(args, source)
-			for _, id := range chunk {
-				args = append(args, id)
+			args = append(args, key)
+			for _, v := range chunk {
+				args = append(args, v)
 			}
-			q.Query(func(rows ingest.Rows) error {
-				for rows.Next() {
-					var sourceID string
-					r, err := scanResource(rows, &sourceID)
-					if err != nil {
-						return fmt.Errorf("find fhir resources: %w", err)
-					}
-					found[source+"|"+sourceID] = r
-				}
-				return nil
-			}, `SELECT id, resource_type, event_id, created_at, source_id FROM fhir_resources
-				WHERE source = $1 AND source_id IN (`+marks(2, len(chunk))+`)`, args...)
+			q.Query(func(rows ingest.Rows) error { return scan(key, rows) }, fmt.Sprintf(query, marks(2, len(chunk))), args...)
 		}
 	}
+}
+
+// queueBySource queues the lookup of the resources created under the
+// dedup keys ids (source → its source ids); once sent, found holds each by
+// source+"|"+source_id.
+func queueBySource(q ingest.Queue, ids map[string][]string, found map[string]resourceRow) {
+	queueChunked(q, ids, `SELECT id, resource_type, event_id, created_at, source_id FROM fhir_resources
+		WHERE source = $1 AND source_id IN (%s)`, func(source string, rows ingest.Rows) error {
+		for rows.Next() {
+			var sourceID string
+			r, err := scanResource(rows, &sourceID)
+			if err != nil {
+				return fmt.Errorf("find fhir resources: %w", err)
+			}
+			found[source+"|"+sourceID] = r
+		}
+		return nil
+	})
 }
 
 // queueByIdentifier queues the lookup of the resources of each type with a
 // business identifier (by its keyed hash) in hashes (type → hashes); once
 // sent, found holds them by type+"|"+hash, oldest id first.
 func queueByIdentifier(q ingest.Queue, hashes map[string][]string, found map[string][]resourceRow) {
-	for _, typ := range sortedKeys(hashes) {
-		list := hashes[typ]
-		for start := 0; start < len(list); start += lookupChunk {
-			chunk := list[start:min(start+lookupChunk, len(list))]
-			args := make([]any, 0, len(chunk)+1)
-			args = append(args, typ)
-			for _, h := range chunk {
-				args = append(args, h)
+	queueChunked(q, hashes, `SELECT id, resource_type, event_id, created_at, identifier_hash FROM fhir_resources
+		WHERE resource_type = $1 AND identifier_hash IN (%s) ORDER BY id`, func(typ string, rows ingest.Rows) error {
+		for rows.Next() {
+			var hash string
+			r, err := scanResource(rows, &hash)
+			if err != nil {
+				return fmt.Errorf("find fhir resources by identifier: %w", err)
 			}
-			q.Query(func(rows ingest.Rows) error {
-				for rows.Next() {
-					var hash string
-					r, err := scanResource(rows, &hash)
-					if err != nil {
-						return fmt.Errorf("find fhir resources by identifier: %w", err)
-					}
-					found[typ+"|"+hash] = append(found[typ+"|"+hash], r)
-				}
-				return nil
-			}, `SELECT id, resource_type, event_id, created_at, identifier_hash FROM fhir_resources
-				WHERE resource_type = $1 AND identifier_hash IN (`+marks(2, len(chunk))+`) ORDER BY id`, args...)
+			found[typ+"|"+hash] = append(found[typ+"|"+hash], r)
 		}
-	}
+		return nil
+	})
 }
 
 // queueResources queues the insert of created resources, 200 rows a
@@ -210,29 +199,18 @@ func queueReadings(q ingest.Queue, forUpdate string, newest map[readingKey]int64
 		}, `INSERT INTO fhir_latest_reading (patient_id, code, effective_at) VALUES `+vals+`
 			ON CONFLICT (patient_id, code) DO NOTHING RETURNING patient_id, code`, args...)
 	}
-	for _, code := range sortedKeys(byCode) {
-		patients := byCode[code]
-		for start := 0; start < len(patients); start += lookupChunk {
-			chunk := patients[start:min(start+lookupChunk, len(patients))]
-			args := make([]any, 0, len(chunk)+1)
-			args = append(args, code)
-			for _, p := range chunk {
-				args = append(args, p)
+	queueChunked(q, byCode, `SELECT patient_id, effective_at FROM fhir_latest_reading
+		WHERE code = $1 AND patient_id IN (%s) ORDER BY patient_id`+forUpdate, func(code string, rows ingest.Rows) error {
+		for rows.Next() {
+			k := readingKey{code: code}
+			var at int64
+			if err := rows.Scan(&k.patient, &at); err != nil {
+				return fmt.Errorf("read latest readings: %w", err)
 			}
-			q.Query(func(rows ingest.Rows) error {
-				for rows.Next() {
-					k := readingKey{code: code}
-					var at int64
-					if err := rows.Scan(&k.patient, &at); err != nil {
-						return fmt.Errorf("read latest readings: %w", err)
-					}
-					before[k] = at
-				}
-				return nil
-			}, `SELECT patient_id, effective_at FROM fhir_latest_reading WHERE code = $1 AND patient_id IN (`+
-				marks(2, len(chunk))+`) ORDER BY patient_id`+forUpdate, args...)
+			before[k] = at
 		}
-	}
+		return nil
+	})
 	for start := 0; start < len(keys); start += lookupChunk {
 		vals, args := values(keys[start:min(start+lookupChunk, len(keys))])
 		q.Exec(`INSERT INTO fhir_latest_reading (patient_id, code, effective_at) VALUES `+vals+`
