@@ -102,9 +102,21 @@ type Plain struct {
 }
 
 // Start pages the first reachable step of a newly opened alert, inside tx
-// (a *sql.Tx, or an oncall.Memo over one, whose roster reads it shares).
-// It returns the devices to wake once tx commits.
+// (a *sql.Tx, or an oncall.Memo over one, whose roster and policy reads it
+// shares). Nobody has answered the alert yet. It returns the devices to
+// wake once tx commits.
 func (e *Engine) Start(ctx context.Context, tx Queryer, a *routing.Alert, now time.Time) ([]string, error) {
+	return e.start(ctx, tx, a, now, false)
+}
+
+// Restart is Start for an alert routing moved to another unit: paged from
+// its first step again, sparing whoever accepted it already (when several
+// accepts are required).
+func (e *Engine) Restart(ctx context.Context, tx Queryer, a *routing.Alert, now time.Time) ([]string, error) {
+	return e.start(ctx, tx, a, now, true)
+}
+
+func (e *Engine) start(ctx context.Context, tx Queryer, a *routing.Alert, now time.Time, answered bool) ([]string, error) {
 	policy, err := oncall.PolicyFor(ctx, tx, a.PolicyID, a.Priority)
 	if err != nil {
 		return nil, err
@@ -112,7 +124,13 @@ func (e *Engine) Start(ctx context.Context, tx Queryer, a *routing.Alert, now ti
 	if err := fixAcceptsRequired(ctx, tx, a, policy); err != nil {
 		return nil, err
 	}
-	return e.pageWith(ctx, tx, a, policy, 0, now, "opened")
+	var accepted []string
+	if answered {
+		if accepted, err = acceptedUsers(ctx, tx, a.ID); err != nil {
+			return nil, err
+		}
+	}
+	return e.pageWith(ctx, tx, a, policy, 0, now, "opened", accepted)
 }
 
 // page sends the alert to the first rung, from `from` on, that reaches at
@@ -121,18 +139,24 @@ func (e *Engine) Start(ctx context.Context, tx Queryer, a *routing.Alert, now ti
 // is a step. The policy is the alert's, or the one its by_priority names
 // for the alert's priority. A rung whose targets nobody holds is skipped
 // and audited: an alert never waits on an empty step. Past the last rung,
-// the failsafe is paged again.
+// the failsafe is paged again. With several accepts required, whoever
+// accepted already is not paged again as the escalation goes on.
 func (e *Engine) page(ctx context.Context, tx Queryer, a *routing.Alert, from int, now time.Time, reason string) ([]string, error) {
 	policy, err := oncall.PolicyFor(ctx, tx, a.PolicyID, a.Priority)
 	if err != nil {
 		return nil, err
 	}
-	return e.pageWith(ctx, tx, a, policy, from, now, reason)
+	accepted, err := acceptedUsers(ctx, tx, a.ID)
+	if err != nil {
+		return nil, err
+	}
+	return e.pageWith(ctx, tx, a, policy, from, now, reason, accepted)
 }
 
-// pageWith is page with the policy already read (oncall.PolicyFor).
+// pageWith is page with the policy (oncall.PolicyFor) and the users who
+// accepted already read.
 func (e *Engine) pageWith(ctx context.Context, tx Queryer, a *routing.Alert, policy oncall.Policy, from int, now time.Time,
-	reason string) ([]string, error) {
+	reason string, accepted []string) ([]string, error) {
 	// The rule's target, failsafe flag and priority speed shape the policy.
 	policy = routing.EffectivePolicy(policy, a)
 	last := policy.Rungs() - 1
@@ -143,12 +167,6 @@ func (e *Engine) pageWith(ctx context.Context, tx Queryer, a *routing.Alert, pol
 		err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "escalation",
 			Action: action, ObjectType: "alert", ObjectID: a.ID, CorrelationID: a.EventID, Detail: detail})
 		return err
-	}
-	// With several accepts required, whoever accepted already is not paged
-	// again as the escalation goes on.
-	accepted, err := acceptedUsers(ctx, tx, a.ID)
-	if err != nil {
-		return nil, err
 	}
 	for rung := from; rung <= last; rung++ {
 		step := policy.Steps[policy.StepAt(rung)]
@@ -184,8 +202,12 @@ func (e *Engine) pageWith(ctx context.Context, tx Queryer, a *routing.Alert, pol
 			}
 			wake = append(wake, d.ID)
 		}
-		if err := routing.SetAlertState(ctx, tx, a.ID, routing.StateOpen, rung, "", now); err != nil {
-			return nil, err
+		// An alert opened or retargeted in this transaction and paged at
+		// its first rung already reads so: no update.
+		if a.State != routing.StateOpen || a.Step != rung || !a.UpdatedAt.Equal(now) {
+			if err := routing.SetAlertState(ctx, tx, a.ID, routing.StateOpen, rung, "", now); err != nil {
+				return nil, err
+			}
 		}
 		if rung < last {
 			due := now.Add(time.Duration(step.DelaySeconds) * time.Second)
@@ -561,9 +583,9 @@ func acceptsRequired(ctx context.Context, q Queryer, alertID string) (int, error
 // accepts its policy (the one by_priority picks, as oncall.PolicyFor
 // returned it) requires.
 func fixAcceptsRequired(ctx context.Context, tx Queryer, a *routing.Alert, policy oncall.Policy) error {
-	n, err := PolicyAcceptsRequired(ctx, tx, policy.ID)
-	if err != nil || n <= 1 {
-		return err
+	n := policy.AcceptsRequired
+	if n <= 1 {
+		return nil
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO alert_acceptance (alert_id, required) VALUES ($1, $2)
 		ON CONFLICT (alert_id) DO NOTHING`, a.ID, n); err != nil {

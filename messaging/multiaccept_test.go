@@ -128,3 +128,43 @@ func TestSetAcceptsRequiredValidation(t *testing.T) {
 		}
 	})
 }
+
+// An alert routing moved to another unit is paged from its first step
+// again (Restart), sparing whoever accepted it already; a new alert
+// (Start) pages its first step whoever holds it.
+func TestRestartSparesAcceptedUsers(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		f := newFixture(t, d, seedOpts{})
+		f.setAcceptsRequired(2)
+		a := f.openAlert("MRN1")
+		rnMsg := f.onlyMessage("rn", a.ID, 0)
+		f.respond("rn", rnMsg.MessageID, messaging.ResponseAccept) // 1 of 2: charge is paged
+		f.onlyMessage("charge", a.ID, 1)
+		f.waker.take()
+
+		f.now = f.now.Add(time.Minute)
+		err := d.InTx(f.ctx, func(tx *sql.Tx) error {
+			moved, err := routing.GetAlert(f.ctx, tx, f.keys, a.ID, "")
+			if err != nil {
+				return err
+			}
+			moved.Step = 0 // as routing's retarget leaves it
+			_, err = f.engine.Restart(f.ctx, tx, moved, f.now)
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The RN's step is skipped (the RN accepted): charge is paged again.
+		if n := len(f.messages("rn")); n != 1 {
+			t.Fatalf("rn holds %d messages after the restart, want 1", n)
+		}
+		if envs := f.messages("charge"); len(envs) != 2 {
+			t.Fatalf("charge holds %d messages after the restart, want 2", len(envs))
+		}
+		f.wantAlert(a.ID, routing.StateOpen, 1)
+		if recs := f.auditRecords("escalation.step_already_accepted", a.ID); len(recs) != 1 {
+			t.Fatalf("step_already_accepted: %v", recs)
+		}
+	})
+}

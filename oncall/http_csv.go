@@ -124,12 +124,7 @@ func (a *API) exportCSV(c *gin.Context) {
 		httpx.BadRequest(c, "to must be after from, by at most a year")
 		return
 	}
-	rosters, err := loadRosters(ctx, a.db, rosterFilter{unitID: unit, from: from, to: to})
-	if err != nil {
-		a.fail(c, err)
-		return
-	}
-	zones, err := unitZones(ctx, a.db, unit)
+	rosters, zones, err := loadRosters(ctx, a.db, rosterFilter{unitID: unit, from: from, to: to})
 	if err != nil {
 		a.fail(c, err)
 		return

@@ -73,7 +73,7 @@ func build(r *Roster, from, to time.Time) *indexEntry {
 func (x *Index) Reload(ctx context.Context) error {
 	now := x.now()
 	from, to := now.Add(-indexLookback), now.Add(x.horizon)
-	rosters, err := loadRosters(ctx, x.q, rosterFilter{from: from, to: to})
+	rosters, _, err := loadRosters(ctx, x.q, rosterFilter{from: from, to: to})
 	if err != nil {
 		return fmt.Errorf("index reload: %w", err)
 	}
@@ -285,7 +285,7 @@ func (x *Index) Horizon() (from, to time.Time) {
 // userShiftsFromDB reads a user's shifts in every unit-role overlapping
 // [from, to) from q.
 func userShiftsFromDB(ctx context.Context, q Queryer, userID string, from, to time.Time) ([]UserShift, error) {
-	rosters, err := loadRosters(ctx, q, rosterFilter{from: from, to: to})
+	rosters, _, err := loadRosters(ctx, q, rosterFilter{from: from, to: to})
 	if err != nil {
 		return nil, err
 	}

@@ -15,12 +15,16 @@ import (
 // roster is read once (eight round trips, not sixteen), and once for all
 // the alerts of a batch in one unit.
 //
-// Use a Memo only for one transaction that edits no roster: it does not
-// see an edit made through it after its first read.
+// It remembers escalation policies too (GetPolicy): the alerts of a batch
+// mostly share one.
+//
+// Use a Memo only for one transaction that edits no roster or policy: it
+// does not see an edit made through it after its first read.
 type Memo struct {
 	Queryer
-	mu      sync.Mutex
-	holders map[memoKey][]string
+	mu       sync.Mutex
+	holders  map[memoKey][]string
+	policies map[string]Policy
 }
 
 type memoKey struct {
@@ -29,7 +33,26 @@ type memoKey struct {
 }
 
 // NewMemo wraps q, normally a transaction.
-func NewMemo(q Queryer) *Memo { return &Memo{Queryer: q, holders: map[memoKey][]string{}} }
+func NewMemo(q Queryer) *Memo {
+	return &Memo{Queryer: q, holders: map[memoKey][]string{}, policies: map[string]Policy{}}
+}
+
+func (m *Memo) policy(ctx context.Context, id string) (Policy, error) {
+	m.mu.Lock()
+	p, ok := m.policies[id]
+	m.mu.Unlock()
+	if ok {
+		return p.clone(), nil
+	}
+	p, err := getPolicy(ctx, m.Queryer, id)
+	if err != nil {
+		return p, err
+	}
+	m.mu.Lock()
+	m.policies[id] = p
+	m.mu.Unlock()
+	return p.clone(), nil
+}
 
 func (m *Memo) holdersAt(ctx context.Context, unitID, role string, t time.Time) ([]string, error) {
 	k := memoKey{unitID, role, t.UnixMicro()}

@@ -52,7 +52,7 @@ func (n Notice) key() string {
 // read from q.
 func CoverageReport(ctx context.Context, q Queryer, unitID string, from, to time.Time) (Report, error) {
 	rep := Report{From: from, To: to, Gaps: []Gap{}, DoubleBookings: []DoubleBooking{}}
-	rosters, err := loadRosters(ctx, q, rosterFilter{from: from, to: to})
+	rosters, _, err := loadRosters(ctx, q, rosterFilter{from: from, to: to})
 	if err != nil {
 		return rep, err
 	}
@@ -193,7 +193,7 @@ func NotifyShiftStarts(ctx context.Context, tx Queryer, from, to, now time.Time)
 	// A day before the window, so a shift already running at `from` shows
 	// its real start and is not taken for a new one.
 	winFrom, winTo := from.Add(-24*time.Hour), to.Add(time.Microsecond)
-	rosters, err := loadRosters(ctx, tx, rosterFilter{from: winFrom, to: winTo})
+	rosters, _, err := loadRosters(ctx, tx, rosterFilter{from: winFrom, to: winTo})
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package oncall
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 )
 
@@ -54,6 +55,20 @@ type Policy struct {
 	Repeat     int               `json:"repeat,omitempty"`
 	Handoff    bool              `json:"handoff,omitempty"`
 	ByPriority map[string]string `json:"by_priority,omitempty"`
+	// AcceptsRequired is how many distinct users must accept an alert
+	// (at least 1), read with the policy; it is set apart, through the
+	// messaging API.
+	AcceptsRequired int `json:"-"`
+}
+
+// clone copies p deeply, so a caller may edit the copy.
+func (p Policy) clone() Policy {
+	p.Steps = slices.Clone(p.Steps)
+	for i := range p.Steps {
+		p.Steps[i].Targets = slices.Clone(p.Steps[i].Targets)
+	}
+	p.ByPriority = maps.Clone(p.ByPriority)
+	return p
 }
 
 // Rungs is the length of the unrolled sequence (see Policy).

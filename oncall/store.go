@@ -121,7 +121,7 @@ func holdersAt(ctx context.Context, q Queryer, unitID, role string, t time.Time)
 // holdersEverywhere returns who holds role at t in the listed units (in
 // every unit when units is empty).
 func holdersEverywhere(ctx context.Context, q Queryer, role string, units []string, t time.Time) ([]string, error) {
-	rosters, err := loadRosters(ctx, q, rosterFilter{role: role, from: t, to: t.Add(time.Microsecond)})
+	rosters, _, err := loadRosters(ctx, q, rosterFilter{role: role, from: t, to: t.Add(time.Microsecond)})
 	if err != nil {
 		return nil, fmt.Errorf("holders: %w", err)
 	}
@@ -191,10 +191,17 @@ func PutPolicy(ctx context.Context, tx Queryer, by Actor, p Policy) error {
 
 // GetPolicy loads a policy by id.
 func GetPolicy(ctx context.Context, q Queryer, id string) (Policy, error) {
+	if m, ok := q.(*Memo); ok {
+		return m.policy(ctx, id)
+	}
+	return getPolicy(ctx, q, id)
+}
+
+func getPolicy(ctx context.Context, q Queryer, id string) (Policy, error) {
 	p := Policy{ID: id}
 	var steps, opts string
-	err := q.QueryRowContext(ctx, `SELECT name, steps, options FROM escalation_policies WHERE id = $1`, id).
-		Scan(&p.Name, &steps, &opts)
+	err := q.QueryRowContext(ctx, `SELECT name, steps, options, accepts_required FROM escalation_policies WHERE id = $1`, id).
+		Scan(&p.Name, &steps, &opts, &p.AcceptsRequired)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, fmt.Errorf("policy %q: %w", id, ErrNotFound)
 	}
@@ -209,6 +216,7 @@ func GetPolicy(ctx context.Context, q Queryer, id string) (Policy, error) {
 		return p, fmt.Errorf("policy %q options: %w", id, err)
 	}
 	p.Repeat, p.Handoff, p.ByPriority = o.Repeat, o.Handoff, o.ByPriority
+	p.AcceptsRequired = max(p.AcceptsRequired, 1)
 	return p, nil
 }
 

@@ -20,19 +20,71 @@ type rosterFilter struct {
 	from, to     time.Time
 }
 
-func (f rosterFilter) where() (string, []any) {
-	return ` WHERE ($1 = '' OR unit_id = $1) AND ($2 = '' OR role = $2)`, []any{f.unitID, f.role}
+// rosterQuery returns the statement that reads the units' zones and every
+// roster table the filter selects, with its arguments: one round trip
+// instead of seven, as routing reads a roster for each alert it opens.
+// Each table's rows are cast to one shape, told apart by the first column
+// (rowZone... rowOverride) and sorted within a table as its own query
+// would be: by ord, then id. The text differs with the filter's shape,
+// rather than testing for an empty unit or role in SQL, so that
+// PostgreSQL plans each shape once and keeps the plan: planning a
+// seven-way UNION for every alert costs more than running it.
+func rosterQuery(f rosterFilter) (string, []any) {
+	var args []any
+	param := func(v any) string {
+		args = append(args, v)
+		return fmt.Sprintf("$%d", len(args))
+	}
+	zone, where := "", " WHERE TRUE"
+	if f.unitID != "" {
+		u := param(f.unitID)
+		zone, where = " WHERE id = "+u, where+" AND unit_id = "+u
+	}
+	if f.role != "" {
+		where += " AND role = " + param(f.role)
+	}
+	from, to := param(f.from.UnixMicro()), param(f.to.UnixMicro())
+	dated := where + " AND starts_at < " + to + " AND ends_at > " + from
+	return `
+SELECT 0 AS tbl, id, '' AS unit_id, '' AS role, time_zone AS s1, '' AS s2, '' AS s3,
+	0 AS t1, 0 AS t2, 0 AS t3, 0 AS t4, 0 AS ord FROM units` + zone + `
+UNION ALL SELECT 1, '', unit_id, role, '', '', '', 0, 0, 0, 0, 0 FROM unit_roles` + where + `
+UNION ALL SELECT 2, id, unit_id, role, definition, '', '', 0, 0, 0, 0, 0 FROM rotations` + where + `
+UNION ALL SELECT 3, id, unit_id, role, user_id, '', '', starts_at, ends_at, 0, 0, starts_at FROM shifts` + dated + `
+UNION ALL SELECT 4, id, unit_id, role, definition, '', '', 0, 0, 0, 0, starts_at FROM temporary_schedules` + dated + `
+UNION ALL SELECT 5, id, unit_id, role, user_a, user_b, '', a_starts_at, a_ends_at, b_starts_at, b_ends_at, created_at
+	FROM roster_swaps` + where + ` AND ((a_starts_at < ` + to + ` AND a_ends_at > ` + from + `) OR (b_starts_at < ` + to +
+		` AND b_ends_at > ` + from + `))
+UNION ALL SELECT 6, id, unit_id, role, kind, user_id, replaces_user_id, starts_at, ends_at, 0, 0, created_at
+	FROM roster_overrides` + dated + `
+ORDER BY 1, 12, 2`, args
 }
 
-// loadRosters reads every roster the filter selects, with each unit's
-// zone, in one query per table. Unit-roles that only appear as required
-// (no entries yet) are included, so coverage sees them.
-func loadRosters(ctx context.Context, q Queryer, f rosterFilter) (map[RoleKey]*Roster, error) {
-	zones, err := unitZones(ctx, q, f.unitID)
-	if err != nil {
-		return nil, err
-	}
+// The tables rosterQuery reads, in the order it returns them.
+const (
+	rowZone = iota
+	rowUnitRole
+	rowRotation
+	rowShift
+	rowTemporary
+	rowSwap
+	rowOverride
+)
+
+// rosterRow is one row of rosterQuery.
+type rosterRow struct {
+	tbl                int
+	id, unit, role     string
+	s1, s2, s3         string
+	t1, t2, t3, t4, or int64
+}
+
+// loadRosters reads every roster the filter selects, and the zone of each
+// unit it selects. Unit-roles that only appear as required (no entries
+// yet) are included, so coverage sees them.
+func loadRosters(ctx context.Context, q Queryer, f rosterFilter) (map[RoleKey]*Roster, map[string]*time.Location, error) {
 	out := map[RoleKey]*Roster{}
+	zones := map[string]*time.Location{}
 	get := func(unit, role string) *Roster {
 		k := RoleKey{unit, role}
 		r := out[k]
@@ -45,108 +97,65 @@ func loadRosters(ctx context.Context, q Queryer, f rosterFilter) (map[RoleKey]*R
 		}
 		return r
 	}
-	where, args := f.where()
-	dated := where + ` AND starts_at < $4 AND ends_at > $3`
-	from, to := f.from.UnixMicro(), f.to.UnixMicro()
-	type loader struct {
-		query string
-		args  []any
-		scan  func(scan func(...any) error) error
-	}
-	loaders := []loader{
-		{`SELECT unit_id, role FROM unit_roles` + where, args, func(scan func(...any) error) error {
-			var unit, role string
-			if err := scan(&unit, &role); err != nil {
+	query, args := rosterQuery(f)
+	err := eachRow(ctx, q, query, args,
+		func(scan func(...any) error) error {
+			var w rosterRow
+			if err := scan(&w.tbl, &w.id, &w.unit, &w.role, &w.s1, &w.s2, &w.s3, &w.t1, &w.t2, &w.t3, &w.t4, &w.or); err != nil {
 				return err
 			}
-			get(unit, role)
-			return nil
-		}},
-		{`SELECT unit_id, role, definition FROM rotations` + where + ` ORDER BY id`, args, func(scan func(...any) error) error {
-			var unit, role, def string
-			if err := scan(&unit, &role, &def); err != nil {
-				return err
-			}
-			var rot Rotation
-			if err := json.Unmarshal([]byte(def), &rot); err != nil {
-				return fmt.Errorf("rotation definition: %w", err)
-			}
-			r := get(unit, role)
-			r.Rotations = append(r.Rotations, rot)
-			return nil
-		}},
-		{`SELECT id, unit_id, role, user_id, starts_at, ends_at FROM shifts` + dated + ` ORDER BY starts_at, id`,
-			append(args, from, to), func(scan func(...any) error) error {
-				var s Shift
-				var start, end int64
-				if err := scan(&s.ID, &s.UnitID, &s.Role, &s.UserID, &start, &end); err != nil {
-					return err
+			switch w.tbl {
+			case rowZone: // first, so every roster below finds its zone
+				loc, err := time.LoadLocation(w.s1)
+				if err != nil {
+					return fmt.Errorf("unit %s zone: %w", w.id, err)
 				}
-				s.Start, s.End = micros(start), micros(end)
-				r := get(s.UnitID, s.Role)
-				r.Shifts = append(r.Shifts, s)
-				return nil
-			}},
-		{`SELECT id, unit_id, role, definition FROM temporary_schedules` + dated + ` ORDER BY starts_at, id`,
-			append(args, from, to), func(scan func(...any) error) error {
-				var id, unit, role, def string
-				if err := scan(&id, &unit, &role, &def); err != nil {
-					return err
+				zones[w.id] = loc
+			case rowUnitRole:
+				get(w.unit, w.role)
+			case rowRotation:
+				var rot Rotation
+				if err := json.Unmarshal([]byte(w.s1), &rot); err != nil {
+					return fmt.Errorf("rotation definition: %w", err)
 				}
+				r := get(w.unit, w.role)
+				r.Rotations = append(r.Rotations, rot)
+			case rowShift:
+				r := get(w.unit, w.role)
+				r.Shifts = append(r.Shifts, Shift{ID: w.id, UnitID: w.unit, Role: w.role, UserID: w.s1,
+					Start: micros(w.t1), End: micros(w.t2)})
+			case rowTemporary:
 				var ts TemporarySchedule
-				if err := json.Unmarshal([]byte(def), &ts); err != nil {
+				if err := json.Unmarshal([]byte(w.s1), &ts); err != nil {
 					return fmt.Errorf("temporary schedule definition: %w", err)
 				}
-				r := get(unit, role)
+				r := get(w.unit, w.role)
 				r.Temporary = append(r.Temporary, ts)
-				return nil
-			}},
-		{`SELECT id, unit_id, role, user_a, user_b, a_starts_at, a_ends_at, b_starts_at, b_ends_at FROM roster_swaps` +
-			where + ` AND ((a_starts_at < $4 AND a_ends_at > $3) OR (b_starts_at < $4 AND b_ends_at > $3)) ORDER BY created_at, id`,
-			append(args, from, to), func(scan func(...any) error) error {
-				var s Swap
-				var as, ae, bs, be int64
-				if err := scan(&s.ID, &s.UnitID, &s.Role, &s.UserA, &s.UserB, &as, &ae, &bs, &be); err != nil {
-					return err
-				}
-				s.AStart, s.AEnd, s.BStart, s.BEnd = micros(as), micros(ae), micros(bs), micros(be)
-				r := get(s.UnitID, s.Role)
-				r.Swaps = append(r.Swaps, s)
-				return nil
-			}},
-		{`SELECT id, unit_id, role, kind, user_id, replaces_user_id, starts_at, ends_at FROM roster_overrides` + dated +
-			` ORDER BY created_at, id`, append(args, from, to), func(scan func(...any) error) error {
-			var o Override
-			var start, end int64
-			if err := scan(&o.ID, &o.UnitID, &o.Role, &o.Kind, &o.UserID, &o.ReplacesUserID, &start, &end); err != nil {
-				return err
+			case rowSwap:
+				r := get(w.unit, w.role)
+				r.Swaps = append(r.Swaps, Swap{ID: w.id, UnitID: w.unit, Role: w.role, UserA: w.s1, UserB: w.s2,
+					AStart: micros(w.t1), AEnd: micros(w.t2), BStart: micros(w.t3), BEnd: micros(w.t4)})
+			case rowOverride:
+				r := get(w.unit, w.role)
+				r.Overrides = append(r.Overrides, Override{ID: w.id, UnitID: w.unit, Role: w.role, Kind: w.s1,
+					UserID: w.s2, ReplacesUserID: w.s3, Start: micros(w.t1), End: micros(w.t2)})
 			}
-			o.Start, o.End = micros(start), micros(end)
-			r := get(o.UnitID, o.Role)
-			r.Overrides = append(r.Overrides, o)
 			return nil
-		}},
+		})
+	if err != nil {
+		return nil, nil, fmt.Errorf("load rosters: %w", err)
 	}
-	for _, l := range loaders {
-		if err := eachRow(ctx, q, l.query, l.args, l.scan); err != nil {
-			return nil, fmt.Errorf("load rosters: %w", err)
-		}
-	}
-	return out, nil
+	return out, zones, nil
 }
 
 // loadRoster reads one unit-role's roster for [from, to).
 func loadRoster(ctx context.Context, q Queryer, unitID, role string, from, to time.Time) (Roster, error) {
-	m, err := loadRosters(ctx, q, rosterFilter{unitID: unitID, role: role, from: from, to: to})
+	m, zones, err := loadRosters(ctx, q, rosterFilter{unitID: unitID, role: role, from: from, to: to})
 	if err != nil {
 		return Roster{}, err
 	}
 	if r := m[RoleKey{unitID, role}]; r != nil {
 		return *r, nil
-	}
-	zones, err := unitZones(ctx, q, unitID)
-	if err != nil {
-		return Roster{}, err
 	}
 	loc := zones[unitID]
 	if loc == nil {

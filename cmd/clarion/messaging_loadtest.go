@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -50,6 +51,7 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	pending := fs.Int("timers", 100000, "pending escalation timers (timers)")
 	firing := fs.Int("firing", 5000, "of which fire during the test, spread over --timer-window (timers)")
 	window := fs.Duration("timer-window", 10*time.Second, "the span over which the firing timers are due (timers)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (for go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -67,6 +69,17 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute) // bounded whatever happens
 	defer cancel()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	if *mode == "delivery" || *mode == "both" {
 		if err := loadDelivery(ctx, *dbURL, *devices, *rate, *duration, stdout, stderr); err != nil {
 			return fmt.Errorf("loadtest delivery: %w", err)

@@ -239,8 +239,15 @@ func (w *Worker) route(ctx context.Context, tx *oncall.Memo, sess *routing.Sessi
 	// Opened alerts start their escalation; retargeted ones (their patient
 	// moved unit, their timers cancelled by routing) start it again in the
 	// new unit.
-	for _, a := range append(append([]*routing.Alert{}, out.Opened...), out.Retargeted...) {
+	for _, a := range out.Opened {
 		devs, err := w.engine.Start(ctx, tx, a, now)
+		if err != nil {
+			return r, audit.Entry{}, err
+		}
+		r.wake = append(r.wake, devs...)
+	}
+	for _, a := range out.Retargeted {
+		devs, err := w.engine.Restart(ctx, tx, a, now)
 		if err != nil {
 			return r, audit.Entry{}, err
 		}
