@@ -15,6 +15,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"sync"
 	"time"
 )
 
@@ -72,8 +73,46 @@ type Execer interface {
 // commits (or rolls back) with tx; Chain links it into the hash chain right
 // after, in commit order. Appending takes no lock shared with other
 // transactions, so audited changes on every node commit side by side.
+//
+// Within a context from Defer, the record is held instead and written by
+// the Deferred's Write, with the records of the same transaction.
 func Append(ctx context.Context, tx Execer, e Entry) error {
+	if d, ok := ctx.Value(deferredKey{}).(*Deferred); ok {
+		d.mu.Lock()
+		d.entries = append(d.entries, e)
+		d.mu.Unlock()
+		return nil
+	}
 	return AppendBatch(ctx, tx, []Entry{e})
+}
+
+// Deferred holds the records appended within one transaction, to write
+// them in one statement before it commits rather than one statement each:
+// the routing worker appends several records for every alert it opens.
+type Deferred struct {
+	mu      sync.Mutex
+	entries []Entry
+}
+
+type deferredKey struct{}
+
+// Defer returns a context under which Append holds records in the
+// returned Deferred. Use it only inside one transaction's function, and
+// call Write in that transaction before it commits: a record held and
+// never written is lost.
+func Defer(ctx context.Context) (context.Context, *Deferred) {
+	d := &Deferred{}
+	return context.WithValue(ctx, deferredKey{}, d), d
+}
+
+// Write appends the held records, then more, within tx, in order, and
+// empties d.
+func (d *Deferred) Write(ctx context.Context, tx Execer, more ...Entry) error {
+	d.mu.Lock()
+	entries := append(d.entries, more...)
+	d.entries = nil
+	d.mu.Unlock()
+	return AppendBatch(ctx, tx, entries)
 }
 
 // Querier runs read queries (a *sql.DB or *sql.Tx).

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -346,6 +347,48 @@ func TestBatchAndSingleAppendsShareOneChain(t *testing.T) {
 		appendN(t, d, 1)
 		if n, err := audit.Verify(ctx, d); err != nil || n != 5 {
 			t.Fatalf("n=%d err=%v", n, err)
+		}
+	})
+}
+
+// Under Defer, Append holds records; Write adds them, then the extra
+// ones, in that order, within the caller's transaction.
+func TestDeferredAppendsWrittenTogether(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		err := d.InTx(ctx, func(tx *sql.Tx) error {
+			dctx, held := audit.Defer(ctx)
+			for _, a := range []string{"held.one", "held.two"} {
+				if err := audit.Append(dctx, tx, audit.Entry{ActorType: audit.ActorSystem, ActorID: "d", Action: a}); err != nil {
+					return err
+				}
+			}
+			if n, err := audit.Pending(ctx, tx); err != nil || n != 0 {
+				t.Errorf("before Write: %d pending (%v), want 0", n, err)
+			}
+			return held.Write(ctx, tx, audit.Entry{ActorType: audit.ActorSystem, ActorID: "d", Action: "extra"})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := audit.ChainAll(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		rows, err := d.QueryContext(ctx, `SELECT action FROM audit_log WHERE actor_id = 'd' ORDER BY seq`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var a string
+			if err := rows.Scan(&a); err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, a)
+		}
+		if want := []string{"held.one", "held.two", "extra"}; !slices.Equal(got, want) {
+			t.Fatalf("chain = %v, want %v", got, want)
 		}
 	})
 }

@@ -250,16 +250,43 @@ func devicesOf(ctx context.Context, tx Queryer, users []string) ([]Device, error
 	return out, nil
 }
 
+// messageInsert stores a message; $3 is its sequence number on its device.
+const messageInsert = `INSERT INTO messages (id, device_id, seq, alert_id, user_id, step, priority, lock_text, sealed,
+	created_at, expires_at, body_digest, digest_key_id, escrow_sealed, escrow_key_id)
+	VALUES ($1, $2, %s, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`
+
+// storeMessage stores message id (the rest of its columns in cols, from
+// alert_id on) under device deviceID's next sequence number, and returns
+// that number. The device row is locked until the transaction ends, so a
+// device's messages commit in the order of their numbers. On PostgreSQL
+// the insert takes the number itself: one statement, where SQLite takes
+// two.
+func (e *Engine) storeMessage(ctx context.Context, tx Queryer, deviceID, id string, cols ...any) (int64, error) {
+	args := append([]any{id, deviceID}, cols...)
+	var seq int64
+	if e.db.Dialect == db.Postgres {
+		err := tx.QueryRowContext(ctx, `WITH s AS (UPDATE devices SET next_seq = next_seq + 1 WHERE id = $2 RETURNING next_seq) `+
+			fmt.Sprintf(messageInsert, `(SELECT next_seq FROM s)`)+` RETURNING seq`, args...).Scan(&seq)
+		if err != nil {
+			return 0, fmt.Errorf("store message: %w", err)
+		}
+		return seq, nil
+	}
+	if err := tx.QueryRowContext(ctx, `UPDATE devices SET next_seq = next_seq + 1 WHERE id = $1 RETURNING next_seq`,
+		deviceID).Scan(&seq); err != nil {
+		return 0, fmt.Errorf("next sequence: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(messageInsert, "$15"), append(args, seq)...); err != nil {
+		return 0, fmt.Errorf("store message: %w", err)
+	}
+	return seq, nil
+}
+
 // send seals the alert for one device and stores it under the device's
 // next sequence number, with its expiry; only sealed forms are stored: the
 // device's, and the escrow copy when an escrow key is configured, beside a
 // keyed digest of the plaintext.
 func (e *Engine) send(ctx context.Context, tx Queryer, a *routing.Alert, d Device, step int, now time.Time) error {
-	var seq int64
-	if err := tx.QueryRowContext(ctx, `UPDATE devices SET next_seq = next_seq + 1 WHERE id = $1 RETURNING next_seq`,
-		d.ID).Scan(&seq); err != nil {
-		return fmt.Errorf("next sequence: %w", err)
-	}
 	id := ids.New("msg")
 	plain, err := json.Marshal(Plain{MessageID: id, DeviceID: d.ID, AlertID: a.ID, Priority: a.Priority,
 		Title: a.LockText, Body: a.Body, Unit: a.Unit, Step: step, SentAt: now.UTC()})
@@ -288,12 +315,10 @@ func (e *Engine) send(ctx context.Context, tx Queryer, a *routing.Alert, d Devic
 		escrowKey = sql.NullString{String: e.escrow.KeyID, Valid: true}
 	}
 	expires := now.Add(e.expiry.For(a.Priority))
-	_, err = tx.ExecContext(ctx, `INSERT INTO messages (id, device_id, seq, alert_id, user_id, step, priority, lock_text, sealed, created_at,
-		expires_at, body_digest, digest_key_id, escrow_sealed, escrow_key_id)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`, id, d.ID, seq, a.ID, d.UserID, step, a.Priority,
-		a.LockText, sealed, now.UnixMicro(), expires.UnixMicro(), digest, digestKey, escrowed, escrowKey)
+	seq, err := e.storeMessage(ctx, tx, d.ID, id, a.ID, d.UserID, step, a.Priority, a.LockText, sealed, now.UnixMicro(),
+		expires.UnixMicro(), digest, digestKey, escrowed, escrowKey)
 	if err != nil {
-		return fmt.Errorf("store message: %w", err)
+		return err
 	}
 	err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "messaging",
 		Action: "message.sent", ObjectType: "message", ObjectID: id, CorrelationID: a.EventID,

@@ -147,14 +147,17 @@ func (w *Worker) ProcessBatch(ctx context.Context, limit int) (int, error) {
 		// transaction, by routing and the escalation's start alike.
 		q := oncall.NewMemo(tx)
 		sess := w.router.Session(q)
+		// The records routing and paging append are written together, in
+		// one statement with the events' own, before the commit.
+		actx, held := audit.Defer(ctx)
 		for i := range evs {
-			r, entry, err := w.route(ctx, q, sess, &evs[i], now)
+			r, entry, err := w.route(actx, q, sess, &evs[i], now)
 			if err != nil {
 				return err
 			}
 			done, ids[i], entries[i] = append(done, r), evs[i].ID, entry
 		}
-		if err := audit.AppendBatch(ctx, tx, entries); err != nil {
+		if err := held.Write(ctx, tx, entries...); err != nil {
 			return err
 		}
 		return w.events.SetStates(ctx, tx, ids, ingest.StateProcessed, now)
