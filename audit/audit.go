@@ -75,14 +75,9 @@ type Execer interface {
 // transactions, so audited changes on every node commit side by side.
 //
 // Within a context from Defer, the record is held instead and written by
-// the Deferred's Write, with the records of the same transaction.
+// the Deferred's Write, with the records of the same transaction (so are
+// AppendBatch's).
 func Append(ctx context.Context, tx Execer, e Entry) error {
-	if d, ok := ctx.Value(deferredKey{}).(*Deferred); ok {
-		d.mu.Lock()
-		d.entries = append(d.entries, e)
-		d.mu.Unlock()
-		return nil
-	}
 	return AppendBatch(ctx, tx, []Entry{e})
 }
 
@@ -95,6 +90,17 @@ type Deferred struct {
 }
 
 type deferredKey struct{}
+
+// hold keeps entries in the context's Deferred, if it has one.
+func hold(ctx context.Context, entries []Entry) bool {
+	d, ok := ctx.Value(deferredKey{}).(*Deferred)
+	if ok {
+		d.mu.Lock()
+		d.entries = append(d.entries, entries...)
+		d.mu.Unlock()
+	}
+	return ok
+}
 
 // Defer returns a context under which Append holds records in the
 // returned Deferred. Use it only inside one transaction's function, and
@@ -112,7 +118,7 @@ func (d *Deferred) Write(ctx context.Context, tx Execer, more ...Entry) error {
 	entries := append(d.entries, more...)
 	d.entries = nil
 	d.mu.Unlock()
-	return AppendBatch(ctx, tx, entries)
+	return writePending(ctx, tx, entries)
 }
 
 // Querier runs read queries (a *sql.DB or *sql.Tx).

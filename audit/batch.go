@@ -15,6 +15,14 @@ const batchRows = 200
 // AppendBatch records entries within tx, in order, as Append does for one:
 // a multi-row INSERT into audit_pending, whatever the batch size.
 func AppendBatch(ctx context.Context, tx Execer, entries []Entry) error {
+	if hold(ctx, entries) {
+		return nil
+	}
+	return writePending(ctx, tx, entries)
+}
+
+// writePending is AppendBatch, never held.
+func writePending(ctx context.Context, tx Execer, entries []Entry) error {
 	stmts, err := pendingSQL(entries)
 	if err != nil {
 		return err

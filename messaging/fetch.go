@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/clarion-health/clarion/internal/db"
 )
 
 // The gateway reads what its devices are owed in one query per wake-up,
@@ -166,32 +168,53 @@ func (g *Gateway) runFetcher(ctx context.Context) {
 	}
 }
 
+// fetchQuery builds fetchFor's statement: $1 is now, $2 the limit, then
+// the connections (index, device id, cursor). On PostgreSQL they go as
+// three arrays, so the text is the same whatever their number and the
+// statement is planned once; SQLite, which has no arrays, reads them from
+// a VALUES list.
+func fetchQuery(dialect db.Dialect, cs []*gconn, after []int64, now, limit int64) (string, []any) {
+	var q strings.Builder
+	q.WriteString(`SELECT w.i, d.state, COALESCE(d.wipe_reason, ''), d.next_seq,
+		m.seq, m.id, m.alert_id, m.priority, m.lock_text, m.sealed, m.created_at, m.expires_at
+		FROM `)
+	args := []any{now, limit}
+	if dialect == db.Postgres {
+		idx, devs := make([]int64, len(cs)), make([]string, len(cs))
+		for i, c := range cs {
+			idx[i], devs[i] = int64(i), c.deviceID
+		}
+		q.WriteString(`unnest($3::bigint[], $4::text[], $5::bigint[]) AS w (i, device, after)`)
+		args = append(args, idx, devs, after)
+	} else {
+		q.WriteString(`(SELECT column1 AS i, column2 AS device, column3 AS after FROM (VALUES `)
+		for i, c := range cs {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			n := len(args)
+			fmt.Fprintf(&q, "(CAST($%d AS BIGINT), CAST($%d AS TEXT), CAST($%d AS BIGINT))", n+1, n+2, n+3)
+			args = append(args, i, c.deviceID, after[i])
+		}
+		q.WriteString(`)) AS w`)
+	}
+	q.WriteString(`
+		JOIN devices d ON d.id = w.device
+		LEFT JOIN messages m ON d.state = 'active' AND m.device_id = w.device
+			AND m.seq > w.after AND m.seq <= w.after + $2
+			AND (m.expires_at IS NULL OR m.expires_at > $1) AND m.purged_at IS NULL
+		ORDER BY w.i, m.seq`)
+	return q.String(), args
+}
+
 // fetchFor reads, in one query, each connection's device state and its
 // next sendable messages after its cursor (at most g.batch, and 100), and
 // hands them to the connections.
 func (g *Gateway) fetchFor(ctx context.Context, cs []*gconn, after []int64) error {
 	limit := int64(min(g.batch, 100))
 	now := g.engine.now()
-	var q strings.Builder
-	q.WriteString(`SELECT w.column1, d.state, COALESCE(d.wipe_reason, ''), d.next_seq,
-		m.seq, m.id, m.alert_id, m.priority, m.lock_text, m.sealed, m.created_at, m.expires_at
-		FROM (VALUES `)
-	args := []any{now.UnixMicro(), limit}
-	for i, c := range cs {
-		if i > 0 {
-			q.WriteString(", ")
-		}
-		n := len(args)
-		fmt.Fprintf(&q, "(CAST($%d AS BIGINT), CAST($%d AS TEXT), CAST($%d AS BIGINT))", n+1, n+2, n+3)
-		args = append(args, i, c.deviceID, after[i])
-	}
-	q.WriteString(`) AS w
-		JOIN devices d ON d.id = w.column2
-		LEFT JOIN messages m ON d.state = 'active' AND m.device_id = w.column2
-			AND m.seq > w.column3 AND m.seq <= w.column3 + $2
-			AND (m.expires_at IS NULL OR m.expires_at > $1) AND m.purged_at IS NULL
-		ORDER BY w.column1, m.seq`)
-	rows, err := g.db.QueryContext(ctx, q.String(), args...)
+	query, args := fetchQuery(g.db.Dialect, cs, after, now.UnixMicro(), limit)
+	rows, err := g.db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return fmt.Errorf("pending messages: %w", err)
 	}

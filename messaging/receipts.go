@@ -6,6 +6,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/clarion-health/clarion/audit"
 	"github.com/clarion-health/clarion/internal/groupcommit"
 )
 
@@ -49,9 +50,12 @@ func (g *Gateway) record(ctx context.Context, r *receipt) error {
 func (g *Gateway) commitReceipts(ctx context.Context, batch []*receipt) error {
 	now := g.engine.now()
 	return g.db.InTx(ctx, func(tx *sql.Tx) error {
+		// The receipts' audit records are written together, in one
+		// statement. A refusal comes before its receipt appends any.
+		rctx, held := audit.Defer(ctx)
 		for _, r := range batch {
 			r.refused = nil
-			err := recordReceipt(ctx, tx, r, now)
+			err := recordReceipt(rctx, tx, r, now)
 			if isRefusal(err) {
 				r.refused = err
 				continue
@@ -60,7 +64,7 @@ func (g *Gateway) commitReceipts(ctx context.Context, batch []*receipt) error {
 				return err
 			}
 		}
-		return nil
+		return held.Write(ctx, tx)
 	})
 }
 
