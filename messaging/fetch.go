@@ -171,38 +171,41 @@ func (g *Gateway) runFetcher(ctx context.Context) {
 // fetchQuery builds fetchFor's statement: $1 is now, $2 the limit, then
 // the connections (index, device id, cursor). On PostgreSQL they go as
 // three arrays, so the text is the same whatever their number and the
-// statement is planned once; SQLite, which has no arrays, reads them from
-// a VALUES list.
+// statement is planned once; the lateral joins, fenced by OFFSET 0 so the
+// planner cannot flatten them, keep that one plan to index lookups per
+// connection (a generic plan may otherwise hash every unexpired message). SQLite, which has no arrays, reads the connections
+// from a VALUES list.
 func fetchQuery(dialect db.Dialect, cs []*gconn, after []int64, now, limit int64) (string, []any) {
-	var q strings.Builder
-	q.WriteString(`SELECT w.i, d.state, COALESCE(d.wipe_reason, ''), d.next_seq,
-		m.seq, m.id, m.alert_id, m.priority, m.lock_text, m.sealed, m.created_at, m.expires_at
-		FROM `)
+	const cols = `SELECT w.i, d.state, COALESCE(d.wipe_reason, ''), d.next_seq,
+		m.seq, m.id, m.alert_id, m.priority, m.lock_text, m.sealed, m.created_at, m.expires_at`
+	const pending = `m.device_id = w.device AND m.seq > w.after AND m.seq <= w.after + $2
+		AND (m.expires_at IS NULL OR m.expires_at > $1) AND m.purged_at IS NULL`
 	args := []any{now, limit}
 	if dialect == db.Postgres {
 		idx, devs := make([]int64, len(cs)), make([]string, len(cs))
 		for i, c := range cs {
 			idx[i], devs[i] = int64(i), c.deviceID
 		}
-		q.WriteString(`unnest($3::bigint[], $4::text[], $5::bigint[]) AS w (i, device, after)`)
-		args = append(args, idx, devs, after)
-	} else {
-		q.WriteString(`(SELECT column1 AS i, column2 AS device, column3 AS after FROM (VALUES `)
-		for i, c := range cs {
-			if i > 0 {
-				q.WriteString(", ")
-			}
-			n := len(args)
-			fmt.Fprintf(&q, "(CAST($%d AS BIGINT), CAST($%d AS TEXT), CAST($%d AS BIGINT))", n+1, n+2, n+3)
-			args = append(args, i, c.deviceID, after[i])
-		}
-		q.WriteString(`)) AS w`)
+		return cols + `
+		FROM unnest($3::bigint[], $4::text[], $5::bigint[]) AS w (i, device, after)
+		CROSS JOIN LATERAL (SELECT state, wipe_reason, next_seq FROM devices WHERE id = w.device OFFSET 0) d
+		LEFT JOIN LATERAL (SELECT * FROM messages m WHERE ` + pending + ` OFFSET 0) m ON d.state = 'active'
+		ORDER BY w.i, m.seq`, append(args, idx, devs, after)
 	}
-	q.WriteString(`
+	var q strings.Builder
+	q.WriteString(cols + `
+		FROM (SELECT column1 AS i, column2 AS device, column3 AS after FROM (VALUES `)
+	for i, c := range cs {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		n := len(args)
+		fmt.Fprintf(&q, "(CAST($%d AS BIGINT), CAST($%d AS TEXT), CAST($%d AS BIGINT))", n+1, n+2, n+3)
+		args = append(args, i, c.deviceID, after[i])
+	}
+	q.WriteString(`)) AS w
 		JOIN devices d ON d.id = w.device
-		LEFT JOIN messages m ON d.state = 'active' AND m.device_id = w.device
-			AND m.seq > w.after AND m.seq <= w.after + $2
-			AND (m.expires_at IS NULL OR m.expires_at > $1) AND m.purged_at IS NULL
+		LEFT JOIN messages m ON d.state = 'active' AND ` + pending + `
 		ORDER BY w.i, m.seq`)
 	return q.String(), args
 }
