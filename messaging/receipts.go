@@ -68,15 +68,16 @@ func (g *Gateway) commitReceipts(ctx context.Context, batch []*receipt) error {
 	})
 }
 
-// recordReceipt records one receipt in tx: the device must still be active.
+// recordReceipt records one receipt in tx: the device must still be active
+// (an acknowledgement checks as it records, in delivered).
 func recordReceipt(ctx context.Context, tx *sql.Tx, r *receipt, now time.Time) error {
+	if r.messageID == "" {
+		return delivered(ctx, tx, r.deviceID, r.seq, now)
+	}
 	if err := requireActive(ctx, tx, r.deviceID); err != nil {
 		return err
 	}
-	if r.messageID != "" {
-		return read(ctx, tx, r.deviceID, r.messageID, now)
-	}
-	return delivered(ctx, tx, r.deviceID, r.seq, now)
+	return read(ctx, tx, r.deviceID, r.messageID, now)
 }
 
 // isRefusal reports whether err refuses a receipt before it wrote

@@ -46,6 +46,49 @@ func routeAll(t *testing.T, d *db.DB, now time.Time, evs ...*ingest.Event) []rou
 	return outs
 }
 
+// routeInSession routes evs in one transaction, through one routing
+// session that prefetched their patients' contexts, as the pipeline
+// routes a batch. Before the commit, it checks that the session's view of
+// each patient's context is what the database holds.
+func routeInSession(t *testing.T, d *db.DB, now time.Time, evs ...*ingest.Event) {
+	t.Helper()
+	router := routing.NewRouter(testKeys(t))
+	ctx := context.Background()
+	err := d.InTx(ctx, func(tx *sql.Tx) error {
+		sess := router.Session(tx)
+		var patients []string
+		for _, ev := range evs {
+			patients = append(patients, routing.PatientID(keyPseudo{}, ev.Patient))
+		}
+		if err := sess.Prefetch(ctx, patients); err != nil {
+			return err
+		}
+		for i, ev := range evs {
+			if _, err := sess.Route(ctx, fmt.Sprintf("evt_%d", i), ev, keyPseudo{}, now); err != nil {
+				return fmt.Errorf("route event %d (%s): %w", i, ev.Kind, err)
+			}
+			now = now.Add(time.Minute)
+		}
+		for _, id := range patients {
+			held, heldOK, err := sess.ContextOf(ctx, id)
+			if err != nil {
+				return err
+			}
+			stored, storedOK, err := routing.GetContext(ctx, tx, id)
+			if err != nil {
+				return err
+			}
+			if held != stored || heldOK != storedOK {
+				t.Errorf("session holds %+v (%v) for %s, the database %+v (%v)", held, heldOK, id, stored, storedOK)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func contextOf(t *testing.T, d *db.DB, mrn string) (routing.Context, bool) {
 	t.Helper()
 	c, ok, err := routing.GetContext(context.Background(), d, "pt_"+mrn)
@@ -125,23 +168,31 @@ func TestRouterADTContext(t *testing.T) {
 			adt(ingest.KindAdmit, "P1", at("5E", "2"), ingest.Visit{Class: "I", Number: "V2"}),
 		}, "P1", routing.Context{Location: at("5E", "2"), Visit: ingest.Visit{Class: "I", Number: "V2"}, Admitted: true}, false},
 	}
+	// Each case is routed an event per transaction, and as a batch: one
+	// transaction, one session holding the prefetched contexts.
+	route := map[string]func(*testing.T, *db.DB, time.Time, ...*ingest.Event){
+		"each":  func(t *testing.T, d *db.DB, now time.Time, evs ...*ingest.Event) { routeAll(t, d, now, evs...) },
+		"batch": routeInSession,
+	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			dbtest.Each(t, func(t *testing.T, d *db.DB) {
-				routeAll(t, d, time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC), tc.events...)
-				c, ok := contextOf(t, d, tc.mrn)
-				if ok == tc.absent {
-					t.Fatalf("context present = %v, want %v", ok, !tc.absent)
-				}
-				c.PatientID, c.UpdatedAt = "", time.Time{}
-				if c != tc.want {
-					t.Errorf("context = %+v\nwant      %+v", c, tc.want)
-				}
-				if n := countRows(t, d, `SELECT COUNT(*) FROM audit_log WHERE action = 'patient.context_updated'`); n != len(tc.events) {
-					t.Errorf("%d context audit records, want %d", n, len(tc.events))
-				}
+		for _, mode := range []string{"each", "batch"} {
+			t.Run(tc.name+"/"+mode, func(t *testing.T) {
+				dbtest.Each(t, func(t *testing.T, d *db.DB) {
+					route[mode](t, d, time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC), tc.events...)
+					c, ok := contextOf(t, d, tc.mrn)
+					if ok == tc.absent {
+						t.Fatalf("context present = %v, want %v", ok, !tc.absent)
+					}
+					c.PatientID, c.UpdatedAt = "", time.Time{}
+					if c != tc.want {
+						t.Errorf("context = %+v\nwant      %+v", c, tc.want)
+					}
+					if n := countRows(t, d, `SELECT COUNT(*) FROM audit_log WHERE action = 'patient.context_updated'`); n != len(tc.events) {
+						t.Errorf("%d context audit records, want %d", n, len(tc.events))
+					}
+				})
 			})
-		})
+		}
 	}
 }
 
@@ -274,6 +325,34 @@ func TestRouterMergeUsesNewerContext(t *testing.T) {
 			merge)
 		if c, _ := contextOf(t, d, "NEW"); c.Location != at("ICU", "2") {
 			t.Errorf("survivor at %+v, want the newer ICU context", c.Location)
+		}
+	})
+}
+
+// A bed swap and a merge routed in one prefetched session leave the
+// session's view of every patient as the database has it (routeInSession
+// checks), and the survivor where the newer context put it.
+func TestRouterSwapAndMergeInOneSession(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		swap := adt(ingest.KindSwap, "A", ingest.Location{}, ingest.Visit{})
+		swap.Other = &ingest.Swapped{Patient: ingest.Patient{ID: "B"}}
+		merge := adt(ingest.KindMerge, "NEW", ingest.Location{}, ingest.Visit{})
+		merge.PriorPatient = &ingest.Patient{ID: "OLD"}
+		routeInSession(t, d, time.Date(2026, 3, 1, 8, 0, 0, 0, time.UTC),
+			adt(ingest.KindAdmit, "A", at("4W", "1"), ingest.Visit{}),
+			adt(ingest.KindAdmit, "B", at("4W", "2"), ingest.Visit{}),
+			swap,
+			adt(ingest.KindAdmit, "NEW", at("4W", "3"), ingest.Visit{}),
+			adt(ingest.KindAdmit, "OLD", at("ICU", "2"), ingest.Visit{}),
+			merge)
+		if a, _ := contextOf(t, d, "A"); a.Location != at("4W", "2") {
+			t.Errorf("A at %+v after the swap, want 4W-2", a.Location)
+		}
+		if c, _ := contextOf(t, d, "NEW"); c.Location != at("ICU", "2") {
+			t.Errorf("survivor at %+v, want the newer ICU context", c.Location)
+		}
+		if _, ok := contextOf(t, d, "OLD"); ok {
+			t.Error("the merged-away identity still has a context")
 		}
 	})
 }

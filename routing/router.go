@@ -129,6 +129,37 @@ type rtx struct {
 	Queryer
 	r  *Router
 	rs *Ruleset
+	// contexts holds the patient contexts Prefetch read, kept current by
+	// the context writes made through the session.
+	contexts map[string]knownContext
+}
+
+// knownContext is GetContext's answer for one patient.
+type knownContext struct {
+	c     Context
+	known bool
+}
+
+// Prefetch reads the contexts of the patients a batch of events concerns
+// in one query, so that routing each event need not read its own. The
+// session then answers GetContext for them from memory, and keeps its
+// answers current with the writes it makes (SetContext, a merge).
+func (s *Session) Prefetch(ctx context.Context, patientIDs []string) error {
+	got, err := getContexts(ctx, s.tx.Queryer, patientIDs)
+	if err != nil {
+		return err
+	}
+	if s.tx.contexts == nil {
+		s.tx.contexts = map[string]knownContext{}
+	}
+	for _, id := range patientIDs {
+		c, ok := got[id]
+		if !ok {
+			c = Context{PatientID: id}
+		}
+		s.tx.contexts[id] = knownContext{c, ok}
+	}
+	return nil
 }
 
 // rules returns the ruleset, reading it at the first call.

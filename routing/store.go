@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/clarion-health/clarion/ingest"
@@ -111,34 +112,77 @@ func SetContext(ctx context.Context, tx Queryer, c Context, now time.Time) error
 	if err != nil {
 		return fmt.Errorf("set patient context: %w", err)
 	}
+	if t, ok := tx.(*rtx); ok && t.contexts != nil {
+		c.UpdatedAt = time.UnixMicro(now.UnixMicro()).UTC() // as GetContext would read it back
+		t.contexts[c.PatientID] = knownContext{c, true}
+	}
 	return nil
 }
 
 // GetContext returns the patient's last known context; ok is false when
-// no ADT has been seen for the patient.
+// no ADT has been seen for the patient. A routing session that prefetched
+// the patient answers from memory.
 func GetContext(ctx context.Context, q Queryer, patientID string) (c Context, ok bool, err error) {
-	c.PatientID = patientID
-	var admitted int
-	var updated int64
-	l, p, v := &c.Location, &c.Previous, &c.Visit
-	err = q.QueryRowContext(ctx, `SELECT unit, room, bed, facility, admitted, updated_at, visit_class, attending,
-		visit_number, prev_unit, prev_room, prev_bed, prev_facility FROM patient_context WHERE patient_id = $1`,
-		patientID).Scan(&l.Unit, &l.Room, &l.Bed, &l.Facility, &admitted, &updated, &v.Class, &v.Attending,
-		&v.Number, &p.Unit, &p.Room, &p.Bed, &p.Facility)
-	if errors.Is(err, sql.ErrNoRows) {
-		return c, false, nil
+	if t, isSession := q.(*rtx); isSession {
+		if k, held := t.contexts[patientID]; held {
+			return k.c, k.known, nil
+		}
 	}
+	got, err := getContexts(ctx, q, []string{patientID})
 	if err != nil {
-		return c, false, fmt.Errorf("get patient context: %w", err)
+		return Context{PatientID: patientID}, false, err
 	}
-	c.Admitted, c.UpdatedAt = admitted == 1, time.UnixMicro(updated).UTC()
-	return c, true, nil
+	c, ok = got[patientID]
+	if !ok {
+		c.PatientID = patientID
+	}
+	return c, ok, nil
+}
+
+// getContexts reads the known contexts of patientIDs, 500 a query.
+func getContexts(ctx context.Context, q Queryer, patientIDs []string) (map[string]Context, error) {
+	out := make(map[string]Context, len(patientIDs))
+	for lo := 0; lo < len(patientIDs); lo += 500 {
+		chunk := patientIDs[lo:min(lo+500, len(patientIDs))]
+		args := make([]any, len(chunk))
+		marks := make([]string, len(chunk))
+		for i, id := range chunk {
+			args[i], marks[i] = id, fmt.Sprintf("$%d", i+1)
+		}
+		rows, err := q.QueryContext(ctx, `SELECT patient_id, unit, room, bed, facility, admitted, updated_at, visit_class,
+			attending, visit_number, prev_unit, prev_room, prev_bed, prev_facility FROM patient_context
+			WHERE patient_id IN (`+strings.Join(marks, ", ")+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("get patient context: %w", err)
+		}
+		for rows.Next() {
+			var c Context
+			var admitted int
+			var updated int64
+			l, p, v := &c.Location, &c.Previous, &c.Visit
+			if err := rows.Scan(&c.PatientID, &l.Unit, &l.Room, &l.Bed, &l.Facility, &admitted, &updated, &v.Class,
+				&v.Attending, &v.Number, &p.Unit, &p.Room, &p.Bed, &p.Facility); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("get patient context: %w", err)
+			}
+			c.Admitted, c.UpdatedAt = admitted == 1, time.UnixMicro(updated).UTC()
+			out[c.PatientID] = c
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("get patient context: %w", err)
+		}
+	}
+	return out, nil
 }
 
 // deleteContext forgets a patient identity that was merged away.
 func deleteContext(ctx context.Context, tx Queryer, patientID string) error {
 	if _, err := tx.ExecContext(ctx, `DELETE FROM patient_context WHERE patient_id = $1`, patientID); err != nil {
 		return fmt.Errorf("delete patient context: %w", err)
+	}
+	if t, ok := tx.(*rtx); ok && t.contexts != nil {
+		t.contexts[patientID] = knownContext{Context{PatientID: patientID}, false}
 	}
 	return nil
 }

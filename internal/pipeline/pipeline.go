@@ -147,6 +147,16 @@ func (w *Worker) ProcessBatch(ctx context.Context, limit int) (int, error) {
 		// transaction, by routing and the escalation's start alike.
 		q := oncall.NewMemo(tx)
 		sess := w.router.Session(q)
+		// The patients' contexts are read for the whole batch at once.
+		patients := make([]string, 0, len(evs))
+		for i := range evs {
+			if p := evs[i].Event.Patient; p.ID != "" {
+				patients = append(patients, routing.PatientID(w.pseudo, p))
+			}
+		}
+		if err := sess.Prefetch(ctx, patients); err != nil {
+			return err
+		}
 		// The records routing and paging append are written together, in
 		// one statement with the events' own, before the commit.
 		actx, held := audit.Defer(ctx)

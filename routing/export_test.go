@@ -1,0 +1,9 @@
+package routing
+
+import "context"
+
+// ContextOf is GetContext through the session: from what it prefetched
+// and wrote, where it holds the patient.
+func (s *Session) ContextOf(ctx context.Context, patientID string) (Context, bool, error) {
+	return GetContext(ctx, s.tx, patientID)
+}
