@@ -371,22 +371,8 @@ func TestDeferredAppendsWrittenTogether(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := audit.ChainAll(ctx, d); err != nil {
-			t.Fatal(err)
-		}
-		var got []string
-		rows, err := d.QueryContext(ctx, `SELECT action FROM audit_log WHERE actor_id = 'd' ORDER BY seq`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var a string
-			if err := rows.Scan(&a); err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, a)
-		}
+		dbtest.ChainAudit(t, d)
+		got := dbtest.Strings(t, d, `SELECT action FROM audit_log WHERE actor_id = 'd' ORDER BY seq`)
 		if want := []string{"held.one", "held.two", "extra"}; !slices.Equal(got, want) {
 			t.Fatalf("chain = %v, want %v", got, want)
 		}

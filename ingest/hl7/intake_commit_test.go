@@ -98,19 +98,7 @@ func TestBatchWithDuplicatesAfterOptimisticAttempt(t *testing.T) {
 		if n := countRows(t, d, "events"); n != 3 {
 			t.Errorf("events = %d, want 3 (OLD, NEW, NEWER)", n)
 		}
-		var actions []string
-		rows, err := d.Query(`SELECT action FROM audit_pending ORDER BY id`)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var a string
-			if err := rows.Scan(&a); err != nil {
-				t.Fatal(err)
-			}
-			actions = append(actions, a)
-		}
+		actions := dbtest.Strings(t, d, `SELECT action FROM audit_pending ORDER BY id`)
 		want := []string{"ingest.accepted", "ingest.accepted", "ingest.duplicate", "ingest.duplicate", "ingest.accepted"}
 		if fmt.Sprint(actions) != fmt.Sprint(want) {
 			t.Errorf("audit actions = %v, want %v", actions, want)

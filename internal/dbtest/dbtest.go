@@ -107,3 +107,25 @@ func ChainAudit(t testing.TB, d *db.DB) {
 		t.Fatalf("chain audit records: %v", err)
 	}
 }
+
+// Strings runs query, whose rows are one text column, and returns them.
+func Strings(t testing.TB, d *db.DB, query string, args ...any) []string {
+	t.Helper()
+	rows, err := d.QueryContext(context.Background(), query, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
