@@ -105,7 +105,8 @@ func hold(ctx context.Context, entries []Entry) bool {
 // Defer returns a context under which Append holds records in the
 // returned Deferred. Use it only inside one transaction's function, and
 // call Write in that transaction before it commits: a record held and
-// never written is lost.
+// never written is lost. A held entry is encoded when written: do not
+// change its Detail after appending it.
 func Defer(ctx context.Context) (context.Context, *Deferred) {
 	d := &Deferred{}
 	return context.WithValue(ctx, deferredKey{}, d), d

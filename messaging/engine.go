@@ -645,25 +645,10 @@ func (e *Engine) Delivered(ctx context.Context, deviceID string, seq int64) erro
 }
 
 // delivered is Delivered within tx: three statements whatever the number
-// of messages acknowledged. Only an active device may acknowledge
-// (ErrDeviceRevoked, before anything is written): its row says so in the
-// statement that records the acknowledgement.
+// of messages acknowledged. The messages are updated before the device
+// row, the order in which a response locks them (its message, then the
+// device it pages), so the two cannot deadlock.
 func delivered(ctx context.Context, tx *sql.Tx, deviceID string, seq int64, now time.Time) error {
-	// A device cannot acknowledge past what was sent to it.
-	res, err := tx.ExecContext(ctx, `UPDATE devices SET last_seen_at = $2,
-		acked_seq = CASE WHEN acked_seq < (CASE WHEN $1 < next_seq THEN $1 ELSE next_seq END)
-			THEN (CASE WHEN $1 < next_seq THEN $1 ELSE next_seq END) ELSE acked_seq END
-		WHERE id = $3 AND state = 'active'`, seq, now.UnixMicro(), deviceID)
-	if err != nil {
-		return fmt.Errorf("delivered: %w", err)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return fmt.Errorf("delivered: %w", err)
-	}
-	if n == 0 {
-		return ErrDeviceRevoked
-	}
 	// A message that expired undelivered was never sent (the gateway
 	// skips it): an acknowledgement past its sequence does not deliver it.
 	rows, err := tx.QueryContext(ctx, `UPDATE messages SET delivered_at = $1
@@ -703,6 +688,13 @@ func delivered(ctx context.Context, tx *sql.Tx, deviceID string, seq int64, now 
 		if err := audit.AppendBatch(ctx, tx, entries); err != nil {
 			return err
 		}
+	}
+	// A device cannot acknowledge past what was sent to it.
+	_, err = tx.ExecContext(ctx, `UPDATE devices SET acked_seq = CASE WHEN $1 < next_seq THEN $1 ELSE next_seq END,
+		last_seen_at = $2 WHERE id = $3 AND acked_seq < CASE WHEN $1 < next_seq THEN $1 ELSE next_seq END`,
+		seq, now.UnixMicro(), deviceID)
+	if err != nil {
+		return fmt.Errorf("delivered: %w", err)
 	}
 	return nil
 }

@@ -68,16 +68,15 @@ func (g *Gateway) commitReceipts(ctx context.Context, batch []*receipt) error {
 	})
 }
 
-// recordReceipt records one receipt in tx: the device must still be active
-// (an acknowledgement checks as it records, in delivered).
+// recordReceipt records one receipt in tx: the device must still be active.
 func recordReceipt(ctx context.Context, tx *sql.Tx, r *receipt, now time.Time) error {
-	if r.messageID == "" {
-		return delivered(ctx, tx, r.deviceID, r.seq, now)
-	}
 	if err := requireActive(ctx, tx, r.deviceID); err != nil {
 		return err
 	}
-	return read(ctx, tx, r.deviceID, r.messageID, now)
+	if r.messageID != "" {
+		return read(ctx, tx, r.deviceID, r.messageID, now)
+	}
+	return delivered(ctx, tx, r.deviceID, r.seq, now)
 }
 
 // isRefusal reports whether err refuses a receipt before it wrote

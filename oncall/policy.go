@@ -65,7 +65,11 @@ type Policy struct {
 func (p Policy) clone() Policy {
 	p.Steps = slices.Clone(p.Steps)
 	for i := range p.Steps {
-		p.Steps[i].Targets = slices.Clone(p.Steps[i].Targets)
+		ts := slices.Clone(p.Steps[i].Targets)
+		for j := range ts {
+			ts[j].UnitIDs = slices.Clone(ts[j].UnitIDs)
+		}
+		p.Steps[i].Targets = ts
 	}
 	p.ByPriority = maps.Clone(p.ByPriority)
 	return p

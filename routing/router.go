@@ -141,9 +141,12 @@ type knownContext struct {
 }
 
 // Prefetch reads the contexts of the patients a batch of events concerns
-// in one query, so that routing each event need not read its own. The
-// session then answers GetContext for them from memory, and keeps its
-// answers current with the writes it makes (SetContext, a merge).
+// in one query, so that routing each result or alarm need not read its
+// own. The session then answers GetContext for them from memory, and
+// keeps its answers current with the writes it makes (SetContext, a
+// merge). ADT events, which write a context, read it afresh
+// (freshContext): what another node committed since the batch began is
+// built upon, not overwritten.
 func (s *Session) Prefetch(ctx context.Context, patientIDs []string) error {
 	got, err := getContexts(ctx, s.tx.Queryer, patientIDs)
 	if err != nil {
@@ -329,7 +332,7 @@ func mergeVisit(v, with ingest.Visit) ingest.Visit {
 
 // applyADT updates one patient's context.
 func (r *Router) applyADT(ctx context.Context, tx *rtx, eventID string, ev *ingest.Event, patientID string, now time.Time, out *Outcome) error {
-	prev, had, err := GetContext(ctx, tx, patientID)
+	prev, had, err := freshContext(ctx, tx, patientID)
 	if err != nil {
 		return err
 	}
@@ -347,11 +350,11 @@ func (r *Router) applyADT(ctx context.Context, tx *rtx, eventID string, ev *inge
 // swap exchanges two patients' beds (A17). Each goes where its PV1-3 says;
 // a patient whose PV1-3 is empty takes the other's last known location.
 func (r *Router) swap(ctx context.Context, tx *rtx, eventID string, ev *ingest.Event, a, b string, now time.Time, out *Outcome) error {
-	ca, hadA, err := GetContext(ctx, tx, a)
+	ca, hadA, err := freshContext(ctx, tx, a)
 	if err != nil {
 		return err
 	}
-	cb, hadB, err := GetContext(ctx, tx, b)
+	cb, hadB, err := freshContext(ctx, tx, b)
 	if err != nil {
 		return err
 	}
@@ -393,11 +396,11 @@ func (r *Router) merge(ctx context.Context, tx *rtx, eventID string, ev *ingest.
 	if survivor == prior {
 		return nil // the same identity: nothing to fold
 	}
-	cs, hadS, err := GetContext(ctx, tx, survivor)
+	cs, hadS, err := freshContext(ctx, tx, survivor)
 	if err != nil {
 		return err
 	}
-	cp, hadP, err := GetContext(ctx, tx, prior)
+	cp, hadP, err := freshContext(ctx, tx, prior)
 	if err != nil {
 		return err
 	}

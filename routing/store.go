@@ -139,6 +139,23 @@ func GetContext(ctx context.Context, q Queryer, patientID string) (c Context, ok
 	return c, ok, nil
 }
 
+// freshContext is GetContext from the database even where the session
+// holds the patient, refreshing what it holds.
+func freshContext(ctx context.Context, tx *rtx, patientID string) (Context, bool, error) {
+	got, err := getContexts(ctx, tx.Queryer, []string{patientID})
+	if err != nil {
+		return Context{PatientID: patientID}, false, err
+	}
+	c, ok := got[patientID]
+	if !ok {
+		c.PatientID = patientID
+	}
+	if tx.contexts != nil {
+		tx.contexts[patientID] = knownContext{c, ok}
+	}
+	return c, ok, nil
+}
+
 // getContexts reads the known contexts of patientIDs, 500 a query.
 func getContexts(ctx context.Context, q Queryer, patientIDs []string) (map[string]Context, error) {
 	out := make(map[string]Context, len(patientIDs))
