@@ -273,8 +273,9 @@ func (a *API) createAll(ctx context.Context, p *db.Pipe, reqs []*request, now ti
 	}
 	foundSource := map[string]resourceRow{}
 	foundIdent := map[string][]resourceRow{}
-	queueBySource(p, bySource, foundSource)
-	queueByIdentifier(p, byIdent, foundIdent)
+	pg := a.db.Dialect == db.Postgres
+	queueBySource(p, pg, bySource, foundSource)
+	queueByIdentifier(p, pg, byIdent, foundIdent)
 	if err := p.Flush(ctx); err != nil {
 		return nil, nil, err
 	}
@@ -330,10 +331,9 @@ func (a *API) createAll(ctx context.Context, p *db.Pipe, reqs []*request, now ti
 			}
 		}
 	}
-	created := map[readingKey]bool{}
-	before := map[readingKey]int64{}
+	seen := map[readingKey]int64{} // the newest time so far of each key
 	if len(newest) > 0 {
-		queueReadings(p, a.db.ForUpdate(), newest, created, before)
+		queueReadings(p, newest, seen)
 		if err := p.Flush(ctx); err != nil {
 			return nil, nil, err
 		}
@@ -341,12 +341,6 @@ func (a *API) createAll(ctx context.Context, p *db.Pipe, reqs []*request, now ti
 
 	// In order: the new resources with their stale readings dropped and
 	// their events queued; the others answered with what they match.
-	seen := map[readingKey]int64{} // the newest time so far of each key
-	for k, at := range before {
-		if !created[k] {
-			seen[k] = at
-		}
-	}
 	var claims []ingest.DedupClaim
 	var events []ingest.NewEvent
 	var resources []resourceRow

@@ -1,11 +1,14 @@
 package fhir
 
 import (
+	"math/rand/v2"
 	"net/http"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/clarion-health/clarion/internal/db"
 	"github.com/clarion-health/clarion/internal/dbtest"
@@ -164,6 +167,47 @@ func TestStaleReadingNeverFires(t *testing.T) {
 		newer = strings.Replace(newer, "rpm-hr-0001", "rpm-hr-0002", 1)
 		if r := f.do("POST", "/fhir/Observation", tok, []byte(newer)); r.status != 201 || len(f.events()) != 2 {
 			t.Fatalf("newer reading: %d, %d events", r.status, len(f.events()))
+		}
+	})
+}
+
+// Readings of one patient and code posted at once, in no order, from
+// separate requests (separate transactions where the committer runs
+// several): none fails, the newest always routes, and each is either
+// routed or dropped as stale, never both.
+func TestConcurrentReadingsRouteTheNewest(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		f := newFixture(t, d)
+		tok := f.token("rpm1", writeScopes)
+		const n = 24
+		var wg sync.WaitGroup
+		for _, k := range rand.Perm(n) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// observationJSON(k*500): patient p-0, heart rate, k*500 s after the first
+				if r := f.do("POST", "/fhir/Observation", tok, []byte(observationJSON(k*500))); r.status != 201 {
+					t.Errorf("reading %d: %d %s", k, r.status, r.body)
+				}
+			}()
+		}
+		wg.Wait()
+		newest := time.Date(2026, 11, 23, 0, 0, 0, 0, time.UTC).Add((n - 1) * 500 * time.Second)
+		routedNewest := false
+		for _, e := range f.events() {
+			for _, o := range e.Event.Observations {
+				routedNewest = routedNewest || o.ObservedAt.Equal(newest)
+			}
+		}
+		acts := f.auditActions()
+		if !routedNewest || len(f.events())+count(acts, "ingest.stale_reading") != n {
+			t.Fatalf("newest routed %v; %d routed, %d stale of %d", routedNewest, len(f.events()),
+				count(acts, "ingest.stale_reading"), n)
+		}
+		var stored int64
+		if err := d.QueryRow(`SELECT effective_at FROM fhir_latest_reading`).Scan(&stored); err != nil ||
+			stored != newest.UnixMicro() {
+			t.Fatalf("latest reading stored %d (%v), want %d", stored, err, newest.UnixMicro())
 		}
 	})
 }

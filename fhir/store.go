@@ -63,13 +63,24 @@ func scanResource(rows ingest.Rows, extra *string) (resourceRow, error) {
 	return r, nil
 }
 
-// queueChunked queues, for each key of groups in order and each run of up
-// to lookupChunk of its values, query with $1 the key and the values from
-// $2 on (query's %s is where their placeholders go); scan reads the rows
-// of each statement, with the key it was sent for.
-func queueChunked(q ingest.Queue, groups map[string][]string, query string, scan func(key string, rows ingest.Rows) error) {
+// queueLookup queues, for each key of groups in order, the lookup of its
+// values (each once); scan reads the rows of each statement, with the key
+// it was sent for. On PostgreSQL (pg) it is one statement per key, byArray
+// with $1 the key and $2 the values as one array: joined laterally (fenced
+// by OFFSET 0) to an index on both, it is planned as one index probe per
+// value whatever the table's statistics say, where an IN list's cached
+// plan could keep scanning every row of the key that a young table's
+// statistics made look cheap. On SQLite it is inList, with $1 the key and
+// the values from $2 on at its %s, in runs of up to lookupChunk.
+func queueLookup(q ingest.Queue, pg bool, groups map[string][]string, byArray, inList string,
+	scan func(key string, rows ingest.Rows) error) {
 	for _, key := range slices.Sorted(maps.Keys(groups)) {
-		list := groups[key]
+		list := slices.Compact(slices.Sorted(slices.Values(groups[key])))
+		read := func(rows ingest.Rows) error { return scan(key, rows) }
+		if pg {
+			q.Query(read, byArray, key, list)
+			continue
+		}
 		for start := 0; start < len(list); start += lookupChunk {
 			chunk := list[start:min(start+lookupChunk, len(list))]
 			args := make([]any, 0, len(chunk)+1)
@@ -77,7 +88,7 @@ func queueChunked(q ingest.Queue, groups map[string][]string, query string, scan
 			for _, v := range chunk {
 				args = append(args, v)
 			}
-			q.Query(func(rows ingest.Rows) error { return scan(key, rows) }, fmt.Sprintf(query, marks(2, len(chunk))), args...)
+			q.Query(read, fmt.Sprintf(inList, marks(2, len(chunk))), args...)
 		}
 	}
 }
@@ -85,37 +96,44 @@ func queueChunked(q ingest.Queue, groups map[string][]string, query string, scan
 // queueBySource queues the lookup of the resources created under the
 // dedup keys ids (source → its source ids); once sent, found holds each by
 // source+"|"+source_id.
-func queueBySource(q ingest.Queue, ids map[string][]string, found map[string]resourceRow) {
-	queueChunked(q, ids, `SELECT id, resource_type, event_id, created_at, source_id FROM fhir_resources
+func queueBySource(q ingest.Queue, pg bool, ids map[string][]string, found map[string]resourceRow) {
+	queueLookup(q, pg, ids, `SELECT r.id, r.resource_type, r.event_id, r.created_at, r.source_id
+		FROM unnest($2::text[]) AS k (v)
+		CROSS JOIN LATERAL (SELECT * FROM fhir_resources WHERE source = $1 AND source_id = k.v OFFSET 0) r`,
+		`SELECT id, resource_type, event_id, created_at, source_id FROM fhir_resources
 		WHERE source = $1 AND source_id IN (%s)`, func(source string, rows ingest.Rows) error {
-		for rows.Next() {
-			var sourceID string
-			r, err := scanResource(rows, &sourceID)
-			if err != nil {
-				return fmt.Errorf("find fhir resources: %w", err)
+			for rows.Next() {
+				var sourceID string
+				r, err := scanResource(rows, &sourceID)
+				if err != nil {
+					return fmt.Errorf("find fhir resources: %w", err)
+				}
+				found[source+"|"+sourceID] = r
 			}
-			found[source+"|"+sourceID] = r
-		}
-		return nil
-	})
+			return nil
+		})
 }
 
 // queueByIdentifier queues the lookup of the resources of each type with a
 // business identifier (by its keyed hash) in hashes (type → hashes); once
 // sent, found holds them by type+"|"+hash, oldest id first.
-func queueByIdentifier(q ingest.Queue, hashes map[string][]string, found map[string][]resourceRow) {
-	queueChunked(q, hashes, `SELECT id, resource_type, event_id, created_at, identifier_hash FROM fhir_resources
+func queueByIdentifier(q ingest.Queue, pg bool, hashes map[string][]string, found map[string][]resourceRow) {
+	queueLookup(q, pg, hashes, `SELECT r.id, r.resource_type, r.event_id, r.created_at, r.identifier_hash
+		FROM unnest($2::text[]) AS k (v)
+		CROSS JOIN LATERAL (SELECT * FROM fhir_resources WHERE resource_type = $1 AND identifier_hash = k.v OFFSET 0) r
+		ORDER BY r.id`,
+		`SELECT id, resource_type, event_id, created_at, identifier_hash FROM fhir_resources
 		WHERE resource_type = $1 AND identifier_hash IN (%s) ORDER BY id`, func(typ string, rows ingest.Rows) error {
-		for rows.Next() {
-			var hash string
-			r, err := scanResource(rows, &hash)
-			if err != nil {
-				return fmt.Errorf("find fhir resources by identifier: %w", err)
+			for rows.Next() {
+				var hash string
+				r, err := scanResource(rows, &hash)
+				if err != nil {
+					return fmt.Errorf("find fhir resources by identifier: %w", err)
+				}
+				found[typ+"|"+hash] = append(found[typ+"|"+hash], r)
 			}
-			found[typ+"|"+hash] = append(found[typ+"|"+hash], r)
-		}
-		return nil
-	})
+			return nil
+		})
 }
 
 // queueResources queues the insert of created resources, 200 rows a
@@ -141,82 +159,51 @@ func queueResources(q ingest.Queue, rows []resourceRow, keys []resourceKey, now 
 // readingKey is a patient (pseudonym) and a code ("LN|8867-4").
 type readingKey struct{ patient, code string }
 
-// queueReadings queues, for each (patient, code) of newest (the newest
-// reading time of this transaction), what the stale-reading check needs,
-// in one round trip on PostgreSQL:
-//
-//  1. the keys never seen are inserted (created records which);
-//  2. the others' times are read, locked on PostgreSQL (forUpdate) until
-//     commit, into before; a key another transaction inserted meanwhile
-//     was waited for in step 1 and is read here;
-//  3. every key is set to the newer of its time and newest.
-//
-// A reading is then fresh when it is at least as new as before (when the
-// key was not created) and every reading earlier in the transaction.
-//
-// Without forUpdate (SQLite: one connection, one writer) no other
-// transaction can insert a key meanwhile, so step 1 is left out: a key
-// missing from before was never seen.
-func queueReadings(q ingest.Queue, forUpdate string, newest map[readingKey]int64, created map[readingKey]bool,
-	before map[readingKey]int64) {
-	keys := make([]readingKey, 0, len(newest))
-	for k := range newest {
-		keys = append(keys, k)
-	}
-	slices.SortFunc(keys, func(a, b readingKey) int { // one lock order in every statement
+// queueReadings queues the stale-reading check of the keys of newest (each
+// with the newest reading time of this transaction), one statement per
+// lookupChunk keys: every key is set to the newer of its stored time and
+// newest, and the time it had is returned (previous_at). Once sent, before
+// holds each key that was stored already, with that time; a key missing
+// from it was never seen. On PostgreSQL the upsert locks each key until
+// commit and sees the latest committed time, waiting for a concurrent
+// transaction that inserted the same key. A reading is then fresh when it
+// is at least as new as before and every reading earlier in the
+// transaction.
+func queueReadings(q ingest.Queue, newest map[readingKey]int64, before map[readingKey]int64) {
+	keys := slices.SortedFunc(maps.Keys(newest), func(a, b readingKey) int { // one lock order in every statement
 		if c := strings.Compare(a.code, b.code); c != 0 {
 			return c
 		}
 		return strings.Compare(a.patient, b.patient)
 	})
-	values := func(chunk []readingKey) (string, []any) {
-		var b strings.Builder
+	for start := 0; start < len(keys); start += lookupChunk {
+		chunk := keys[start:min(start+lookupChunk, len(keys))]
+		var vals strings.Builder
 		args := make([]any, 0, 3*len(chunk))
 		for i, k := range chunk {
 			if i > 0 {
-				b.WriteByte(',')
+				vals.WriteByte(',')
 			}
-			b.WriteString("(" + marks(len(args)+1, 3) + ")")
+			vals.WriteString("(" + marks(len(args)+1, 3) + ")")
 			args = append(args, k.patient, k.code, newest[k])
 		}
-		return b.String(), args
-	}
-	byCode := map[string][]string{}
-	for _, k := range keys {
-		byCode[k.code] = append(byCode[k.code], k.patient)
-	}
-	for start := 0; forUpdate != "" && start < len(keys); start += lookupChunk {
-		vals, args := values(keys[start:min(start+lookupChunk, len(keys))])
 		q.Query(func(rows ingest.Rows) error {
 			for rows.Next() {
 				var k readingKey
-				if err := rows.Scan(&k.patient, &k.code); err != nil {
+				var previous sql.NullInt64
+				if err := rows.Scan(&k.patient, &k.code, &previous); err != nil {
 					return fmt.Errorf("record latest readings: %w", err)
 				}
-				created[k] = true
+				if previous.Valid {
+					before[k] = previous.Int64
+				}
 			}
 			return nil
-		}, `INSERT INTO fhir_latest_reading (patient_id, code, effective_at) VALUES `+vals+`
-			ON CONFLICT (patient_id, code) DO NOTHING RETURNING patient_id, code`, args...)
-	}
-	queueChunked(q, byCode, `SELECT patient_id, effective_at FROM fhir_latest_reading
-		WHERE code = $1 AND patient_id IN (%s) ORDER BY patient_id`+forUpdate, func(code string, rows ingest.Rows) error {
-		for rows.Next() {
-			k := readingKey{code: code}
-			var at int64
-			if err := rows.Scan(&k.patient, &at); err != nil {
-				return fmt.Errorf("read latest readings: %w", err)
-			}
-			before[k] = at
-		}
-		return nil
-	})
-	for start := 0; start < len(keys); start += lookupChunk {
-		vals, args := values(keys[start:min(start+lookupChunk, len(keys))])
-		q.Exec(`INSERT INTO fhir_latest_reading (patient_id, code, effective_at) VALUES `+vals+`
-			ON CONFLICT (patient_id, code) DO UPDATE SET effective_at = CASE
-				WHEN excluded.effective_at > fhir_latest_reading.effective_at THEN excluded.effective_at
-				ELSE fhir_latest_reading.effective_at END`, args...)
+		}, `INSERT INTO fhir_latest_reading (patient_id, code, effective_at) VALUES `+vals.String()+`
+			ON CONFLICT (patient_id, code) DO UPDATE SET previous_at = fhir_latest_reading.effective_at,
+				effective_at = CASE WHEN excluded.effective_at > fhir_latest_reading.effective_at
+					THEN excluded.effective_at ELSE fhir_latest_reading.effective_at END
+			RETURNING patient_id, code, previous_at`, args...)
 	}
 }
 
