@@ -200,7 +200,7 @@ func TestNoHolderWithIndex(t *testing.T) {
 		if err := idx.Reload(h.ctx); err != nil {
 			t.Fatal(err)
 		}
-		h.router = routing.NewRouterWithOptions(testKeys(t), routing.Options{Holders: idx})
+		h.router = routing.NewRouterWithOptions(testKeys(t), routing.Options{Holders: idx, Dialect: d.Dialect})
 		held, nobody := kCrit(), kCrit()
 		nobody.ID, nobody.Name, nobody.Target = "k-rt", "K to RT", routing.Target{Role: "RT"}
 		h.put(held, nobody)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/clarion-health/clarion/audit"
 	"github.com/clarion-health/clarion/ingest"
+	"github.com/clarion-health/clarion/internal/db"
 	"github.com/clarion-health/clarion/internal/ids"
 )
 
@@ -129,7 +130,7 @@ func (r *Router) plan(ctx context.Context, q Queryer, st *routeState, rs *Rulese
 	lock, body := RenderMessage(rule, f)
 	p.body = body
 	// 1. Dedup: an open or held alert with the key absorbs the firing.
-	act, err := findActive(ctx, q, p.DedupKey)
+	act, err := r.findActive(ctx, q, p.DedupKey)
 	if err != nil {
 		return nil, err
 	}
@@ -224,7 +225,7 @@ func (r *Router) planNormal(ctx context.Context, q Queryer, st *routeState, rule
 	if a == nil || (ended && !a.OnAlarmEnd) || (!ended && !a.OnNormal) {
 		return p, nil
 	}
-	act, err := activeByKey(ctx, q, p.DedupKey, true)
+	act, err := r.activeByKey(ctx, q, p.DedupKey, true)
 	if err != nil {
 		return nil, err
 	}
@@ -305,7 +306,7 @@ func (r *Router) apply(ctx context.Context, tx Queryer, st *routeState, h Hit, p
 	}
 	if !inserted {
 		// A concurrent router opened the key first: fold into it.
-		act, err := findActive(ctx, tx, p.DedupKey)
+		act, err := r.findActive(ctx, tx, p.DedupKey)
 		if err != nil || act == nil {
 			return errors.Join(err, fmt.Errorf("open alert: dedup key taken and not found"))
 		}
@@ -426,8 +427,8 @@ type activeAlert struct {
 
 // findActive returns the open or held alert holding key (as its dedup key
 // or as a part of a grouped alert), or nil.
-func findActive(ctx context.Context, q Queryer, key string) (*activeAlert, error) {
-	act, err := activeByKey(ctx, q, key, false)
+func (r *Router) findActive(ctx context.Context, q Queryer, key string) (*activeAlert, error) {
+	act, err := r.activeByKey(ctx, q, key, false)
 	if err != nil || len(act) == 0 {
 		return nil, err
 	}
@@ -436,15 +437,23 @@ func findActive(ctx context.Context, q Queryer, key string) (*activeAlert, error
 
 // activeByKey lists the alerts holding key, open and held ones first;
 // withAccepted adds accepted ones (auto-resolve closes those too).
-func activeByKey(ctx context.Context, q Queryer, key string, withAccepted bool) ([]activeAlert, error) {
+func (r *Router) activeByKey(ctx context.Context, q Queryer, key string, withAccepted bool) ([]activeAlert, error) {
 	accepted := ""
 	if withAccepted {
 		accepted = StateAccepted
 	}
+	// The grouped alerts, by their parts. On PostgreSQL each is read by id
+	// through a lateral join fenced by OFFSET 0: a plain join's cached plan,
+	// made while alerts was nearly empty, scanned every open alert on each
+	// call. SQLite has no LATERAL and always probes the primary key.
+	grouped := `FROM alert_parts p JOIN alerts a ON a.id = p.alert_id`
+	if r.opts.Dialect == db.Postgres {
+		grouped = `FROM alert_parts p CROSS JOIN LATERAL (SELECT * FROM alerts WHERE id = p.alert_id OFFSET 0) a`
+	}
 	rows, err := q.QueryContext(ctx, `SELECT id, state, rule_id, COALESCE(accepted_by, ''), group_name, created_at FROM alerts
 		WHERE dedup_key = $1 AND state IN ('open', 'held', $2)
 		UNION SELECT a.id, a.state, a.rule_id, COALESCE(a.accepted_by, ''), a.group_name, a.created_at
-		FROM alert_parts p JOIN alerts a ON a.id = p.alert_id
+		`+grouped+`
 		WHERE p.part_key = $1 AND a.state IN ('open', 'held', $2)
 		ORDER BY 6 DESC`, key, accepted)
 	if err != nil {

@@ -35,6 +35,7 @@ type hospital struct {
 
 func newHospital(t *testing.T, d *db.DB, opts routing.Options) *hospital {
 	t.Helper()
+	opts.Dialect = d.Dialect
 	h := &hospital{t: t, d: d, router: routing.NewRouterWithOptions(testKeys(t), opts), ctx: context.Background(), now: t0}
 	by := oncall.Actor{Type: audit.ActorSystem, ID: "test", Role: "admin"}
 	err := d.InTx(h.ctx, func(tx *sql.Tx) error {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/clarion-health/clarion/audit"
 	"github.com/clarion-health/clarion/ingest"
+	"github.com/clarion-health/clarion/internal/db"
 	"github.com/clarion-health/clarion/oncall"
 )
 
@@ -50,6 +51,10 @@ type Options struct {
 	// (*oncall.Index is one); nil reads the rosters in the routing
 	// transaction (oncall.HoldersAt), which sees that transaction's edits.
 	Holders HolderIndex
+	// Dialect is the database's: some lookups are written for PostgreSQL's
+	// planner there. The zero value (SQLite) writes them portably, which
+	// PostgreSQL runs too.
+	Dialect db.Dialect
 }
 
 // HolderIndex says who holds a role in a unit at a time.

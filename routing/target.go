@@ -366,7 +366,7 @@ func (r *Router) ReleaseHeld(ctx context.Context, tx Queryer, lock string, now t
 			return nil, err
 		}
 		if taken {
-			act, err := findActive(ctx, tx, a.DedupKey)
+			act, err := r.findActive(ctx, tx, a.DedupKey)
 			if err != nil {
 				return nil, err
 			}

@@ -310,7 +310,7 @@ func loadDelivery(ctx context.Context, dbURL string, devices, rate int, duration
 	if err != nil {
 		return fmt.Errorf("seed: %w", err)
 	}
-	router := routing.NewRouter(s.keys)
+	router := routing.NewRouterWithOptions(s.keys, routing.Options{Dialect: s.db.Dialect})
 	if err := admitLoad(ctx, s, router, total, devices, now); err != nil {
 		return err
 	}
@@ -510,7 +510,7 @@ func loadTimers(ctx context.Context, dbURL string, pending, firing int, window t
 	if _, err := seedLoad(ctx, s, units, time.Hour, now); err != nil {
 		return fmt.Errorf("seed: %w", err)
 	}
-	router := routing.NewRouter(s.keys)
+	router := routing.NewRouterWithOptions(s.keys, routing.Options{Dialect: s.db.Dialect})
 	if err := admitLoad(ctx, s, router, firing, units, now); err != nil {
 		return err
 	}

@@ -143,7 +143,7 @@ func openApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (*app, erro
 	// Routing reads rosters inside its own transaction, like the engine: the
 	// in-memory index would need a second connection (SQLite has one) and
 	// could lag an edit another node just committed.
-	a.rules = routing.NewRouterWithOptions(a.keys, routing.Options{Log: log})
+	a.rules = routing.NewRouterWithOptions(a.keys, routing.Options{Log: log, Dialect: a.db.Dialect})
 	a.worker = pipeline.New(a.db, store, a.rules, a.engine, a.keys, a.bus, a.bus, log, a.now)
 	kick := a.worker.Kick
 	if faultsOn() {
