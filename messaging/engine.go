@@ -195,9 +195,19 @@ func (e *Engine) pageWith(ctx context.Context, tx Queryer, a *routing.Alert, pol
 			}
 			continue
 		}
+		// The timer for the next rung is stored with the last message.
+		var timer *pendingTimer
+		if rung < last {
+			timer = &pendingTimer{id: ids.New("tmr"), step: rung,
+				due: now.Add(time.Duration(step.DelaySeconds) * time.Second).UnixMicro()}
+		}
 		var wake []string
-		for _, d := range targets {
-			if err := e.send(ctx, tx, a, d, rung, now); err != nil {
+		for i, d := range targets {
+			var t *pendingTimer
+			if i == len(targets)-1 {
+				t = timer
+			}
+			if err := e.send(ctx, tx, a, d, rung, now, t); err != nil {
 				return nil, err
 			}
 			wake = append(wake, d.ID)
@@ -207,13 +217,6 @@ func (e *Engine) pageWith(ctx context.Context, tx Queryer, a *routing.Alert, pol
 		if a.State != routing.StateOpen || a.Step != rung || !a.UpdatedAt.Equal(now) {
 			if err := routing.SetAlertState(ctx, tx, a.ID, routing.StateOpen, rung, "", now); err != nil {
 				return nil, err
-			}
-		}
-		if rung < last {
-			due := now.Add(time.Duration(step.DelaySeconds) * time.Second)
-			if _, err := tx.ExecContext(ctx, `INSERT INTO escalation_timers (id, alert_id, step, due_at, state)
-				VALUES ($1, $2, $3, $4, 'pending')`, ids.New("tmr"), a.ID, rung, due.UnixMicro()); err != nil {
-				return nil, fmt.Errorf("schedule escalation: %w", err)
 			}
 		}
 		if reason != "opened" || rung > 0 {
@@ -255,18 +258,38 @@ const messageInsert = `INSERT INTO messages (id, device_id, seq, alert_id, user_
 	created_at, expires_at, body_digest, digest_key_id, escrow_sealed, escrow_key_id)
 	VALUES ($1, $2, %s, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`
 
+// pendingTimer is an escalation timer to schedule for the alert of the
+// message it is stored with.
+type pendingTimer struct {
+	id   string
+	step int
+	due  int64 // unix microseconds
+}
+
+// timerInsert schedules a timer; $%d are its id, its alert, step and due
+// time.
+const timerInsert = `INSERT INTO escalation_timers (id, alert_id, step, due_at, state) VALUES ($%d, $%d, $%d, $%d, 'pending')`
+
 // storeMessage stores message id (the rest of its columns in cols, from
 // alert_id on) under device deviceID's next sequence number, and returns
-// that number. The device row is locked until the transaction ends, so a
-// device's messages commit in the order of their numbers. On PostgreSQL
-// the insert takes the number itself: one statement, where SQLite takes
-// two.
-func (e *Engine) storeMessage(ctx context.Context, tx Queryer, deviceID, id string, cols ...any) (int64, error) {
+// that number; timer, when not nil, is scheduled for the message's alert.
+// The device row is locked until the transaction ends, so a device's
+// messages commit in the order of their numbers. On PostgreSQL one
+// statement does it all (the number is taken, the timer inserted, in
+// common table expressions), where SQLite takes two or three: a round
+// trip less for each paged alert.
+func (e *Engine) storeMessage(ctx context.Context, tx Queryer, deviceID, id string, timer *pendingTimer, cols ...any) (int64, error) {
 	args := append([]any{id, deviceID}, cols...)
 	var seq int64
 	if e.db.Dialect == db.Postgres {
-		err := tx.QueryRowContext(ctx, `WITH s AS (UPDATE devices SET next_seq = next_seq + 1 WHERE id = $2 RETURNING next_seq) `+
-			fmt.Sprintf(messageInsert, `(SELECT next_seq FROM s)`)+` RETURNING seq`, args...).Scan(&seq)
+		with := `WITH s AS (UPDATE devices SET next_seq = next_seq + 1 WHERE id = $2 RETURNING next_seq)`
+		if timer != nil {
+			n := len(args)
+			with += `, t AS (` + fmt.Sprintf(timerInsert, n+1, 3, n+2, n+3) + `)`
+			args = append(args, timer.id, timer.step, timer.due)
+		}
+		err := tx.QueryRowContext(ctx, with+` `+fmt.Sprintf(messageInsert, `(SELECT next_seq FROM s)`)+` RETURNING seq`,
+			args...).Scan(&seq)
 		if err != nil {
 			return 0, fmt.Errorf("store message: %w", err)
 		}
@@ -279,14 +302,21 @@ func (e *Engine) storeMessage(ctx context.Context, tx Queryer, deviceID, id stri
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf(messageInsert, "$15"), append(args, seq)...); err != nil {
 		return 0, fmt.Errorf("store message: %w", err)
 	}
+	if timer != nil {
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(timerInsert, 1, 2, 3, 4), timer.id, args[2], timer.step,
+			timer.due); err != nil {
+			return 0, fmt.Errorf("schedule escalation: %w", err)
+		}
+	}
 	return seq, nil
 }
 
 // send seals the alert for one device and stores it under the device's
 // next sequence number, with its expiry; only sealed forms are stored: the
 // device's, and the escrow copy when an escrow key is configured, beside a
-// keyed digest of the plaintext.
-func (e *Engine) send(ctx context.Context, tx Queryer, a *routing.Alert, d Device, step int, now time.Time) error {
+// keyed digest of the plaintext. timer, when not nil, is scheduled with it.
+func (e *Engine) send(ctx context.Context, tx Queryer, a *routing.Alert, d Device, step int, now time.Time,
+	timer *pendingTimer) error {
 	id := ids.New("msg")
 	plain, err := json.Marshal(Plain{MessageID: id, DeviceID: d.ID, AlertID: a.ID, Priority: a.Priority,
 		Title: a.LockText, Body: a.Body, Unit: a.Unit, Step: step, SentAt: now.UTC()})
@@ -315,7 +345,7 @@ func (e *Engine) send(ctx context.Context, tx Queryer, a *routing.Alert, d Devic
 		escrowKey = sql.NullString{String: e.escrow.KeyID, Valid: true}
 	}
 	expires := now.Add(e.expiry.For(a.Priority))
-	seq, err := e.storeMessage(ctx, tx, d.ID, id, a.ID, d.UserID, step, a.Priority, a.LockText, sealed, now.UnixMicro(),
+	seq, err := e.storeMessage(ctx, tx, d.ID, id, timer, a.ID, d.UserID, step, a.Priority, a.LockText, sealed, now.UnixMicro(),
 		expires.UnixMicro(), digest, digestKey, escrowed, escrowKey)
 	if err != nil {
 		return err
@@ -868,7 +898,7 @@ func (e *Engine) handOff(ctx context.Context, tx *sql.Tx, alertID string, now ti
 	}
 	var wake []string
 	for _, d := range targets {
-		if err := e.send(ctx, tx, a, d, a.Step, now); err != nil {
+		if err := e.send(ctx, tx, a, d, a.Step, now, nil); err != nil {
 			return nil, err
 		}
 		wake = append(wake, d.ID)
