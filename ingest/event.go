@@ -5,6 +5,7 @@ package ingest
 
 import (
 	"fmt"
+	"hash/fnv"
 	"strings"
 	"time"
 )
@@ -109,6 +110,28 @@ func (p Patient) Key() string {
 		return p.ID
 	}
 	return p.ID + "^" + p.Authority
+}
+
+// RouteParts is how many partitions routing divides patients into. Events
+// of one partition are routed one transaction at a time, oldest first, so
+// one patient's events keep their order while several patients are routed
+// at once (on PostgreSQL, by several workers and nodes). Stored with each
+// event: changing it re-partitions only events received afterwards, and
+// the pending ones of the old layout would still be claimed in order only
+// within their old partitions, so it is a constant.
+const RouteParts = 16
+
+// RoutePart is the partition the event is routed in, or -1 for a barrier:
+// an event about two patients (a merge, a bed swap), routed alone once
+// every event received before it is routed and before any received after
+// it. The partition is a hash of the patient's key: four bits, no PHI.
+func (e *Event) RoutePart() int {
+	if e.Kind == KindMerge || e.Kind == KindSwap {
+		return -1
+	}
+	h := fnv.New32a()
+	h.Write([]byte(e.Patient.Key()))
+	return int(h.Sum32() % RouteParts)
 }
 
 // Location is a point of care (unit), room, bed and facility.

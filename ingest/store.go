@@ -119,12 +119,21 @@ func (s *Store) Insert(ctx context.Context, tx Tx, id string, ev *Event, raw []b
 	if raw != nil {
 		sealedRaw = s.sealer.Seal(raw, []byte(id+"/raw"))
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO events (id, source, source_id, kind, received_at, payload, raw, ack_code, state)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+	_, err = tx.ExecContext(ctx, `INSERT INTO events (id, source, source_id, kind, received_at, payload, raw, ack_code, state, route_part)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
 		id, ev.Source, ev.SourceID, string(ev.Kind), now.UnixMicro(), s.sealer.Seal(payload, []byte(id)),
-		sealedRaw, ackCode, StatePending)
+		sealedRaw, ackCode, StatePending, routePart(ev))
 	if err != nil {
 		return fmt.Errorf("insert event: %w", err)
+	}
+	return nil
+}
+
+// routePart is the route_part column of ev: its partition, or NULL for a
+// barrier.
+func routePart(ev *Event) any {
+	if p := ev.RoutePart(); p >= 0 {
+		return p
 	}
 	return nil
 }
@@ -170,24 +179,6 @@ type Stored struct {
 	Event      Event
 }
 
-// ClaimNext returns the oldest pending event, locked for this transaction on
-// PostgreSQL so another node skips it; nil when none is pending.
-func (s *Store) ClaimNext(ctx context.Context, tx Tx) (*Stored, error) {
-	var st Stored
-	var received int64
-	var payload []byte
-	err := tx.QueryRowContext(ctx, `SELECT id, received_at, payload FROM events WHERE state = $1
-		ORDER BY received_at, id LIMIT 1`+s.skipLocked, StatePending).Scan(&st.ID, &received, &payload)
-	if errors.Is(err, sql.ErrNoRows) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("claim event: %w", err)
-	}
-	st.ReceivedAt = time.UnixMicro(received)
-	return &st, s.openEvent(&st, payload)
-}
-
 // openEvent unseals and decodes a stored event's payload into st.Event.
 func (s *Store) openEvent(st *Stored, payload []byte) error {
 	plain, err := s.sealer.Open(payload, []byte(st.ID))
@@ -200,30 +191,138 @@ func (s *Store) openEvent(st *Stored, payload []byte) error {
 	return nil
 }
 
+// AllParts lists every routing partition: what a worker routing all of a
+// node's events claims.
+func AllParts() []int {
+	parts := make([]int, RouteParts)
+	for i := range parts {
+		parts[i] = i
+	}
+	return parts
+}
+
+// LockParts takes, for the rest of tx, the routing partitions of parts
+// that no other transaction holds (a PostgreSQL advisory lock each, in a
+// key space of this schema), and returns them: the ones to pass to
+// ClaimBatch. Events of one partition are thus routed one transaction at
+// a time, however many workers and nodes route. SQLite has one writer:
+// every partition is granted.
+func (s *Store) LockParts(ctx context.Context, tx Tx, parts []int) ([]int, error) {
+	if s.skipLocked == "" {
+		return parts, nil
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT p FROM unnest($1::int[]) AS p
+		WHERE pg_try_advisory_xact_lock(hashtext('clarion.route_part.' || current_schema()), p)`, int32s(parts))
+	if err != nil {
+		return nil, fmt.Errorf("lock routing partitions: %w", err)
+	}
+	defer rows.Close()
+	var got []int
+	for rows.Next() {
+		var p int
+		if err := rows.Scan(&p); err != nil {
+			return nil, fmt.Errorf("lock routing partitions: %w", err)
+		}
+		got = append(got, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("lock routing partitions: %w", err)
+	}
+	return got, nil
+}
+
+func int32s(v []int) []int32 {
+	out := make([]int32, len(v))
+	for i, x := range v {
+		out[i] = int32(x)
+	}
+	return out
+}
+
 // ClaimBatch returns up to limit pending events, oldest first, locked for
-// this transaction on PostgreSQL so another node skips them. An event that
+// this transaction. On SQLite (one writer, one routing worker) they are
+// the oldest pending events. On PostgreSQL they are the oldest events of
+// parts (partitions the caller holds, from LockParts) received before the
+// oldest pending barrier (Event.RoutePart); or a barrier alone, once it
+// is the oldest pending event, whatever the partitions. An event that
 // cannot be opened or decoded fails the whole call: ClaimNext, one at a
 // time, then names it.
-func (s *Store) ClaimBatch(ctx context.Context, tx Tx, limit int) ([]Stored, error) {
-	rows, err := tx.QueryContext(ctx, `SELECT id, received_at, payload FROM events WHERE state = $1
-		ORDER BY received_at, id LIMIT $2`+s.skipLocked, StatePending, limit)
+func (s *Store) ClaimBatch(ctx context.Context, tx Tx, parts []int, limit int) ([]Stored, error) {
+	claimed, err := s.claim(ctx, tx, parts, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Stored, len(claimed))
+	for i, c := range claimed {
+		out[i] = c.Stored
+		if err := s.openEvent(&out[i], c.payload); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// ClaimNext is ClaimBatch for one event; nil when none is pending. When
+// the event cannot be opened, it is returned (its id set) with the error.
+func (s *Store) ClaimNext(ctx context.Context, tx Tx, parts []int) (*Stored, error) {
+	claimed, err := s.claim(ctx, tx, parts, 1)
+	if err != nil || len(claimed) == 0 {
+		return nil, err
+	}
+	st := claimed[0].Stored
+	return &st, s.openEvent(&st, claimed[0].payload)
+}
+
+// claimedRow is a claimed event not yet opened.
+type claimedRow struct {
+	Stored
+	payload []byte
+}
+
+// The claiming statements; $1 is the pending state.
+const (
+	claimOldestSQL = `SELECT id, received_at, payload FROM events WHERE state = $1
+		ORDER BY received_at, id LIMIT $2`
+	// A barrier, when it is the oldest pending event; another node
+	// claiming it skips it.
+	claimBarrierSQL = `SELECT id, received_at, payload FROM events e WHERE state = $1 AND route_part IS NULL
+		AND NOT EXISTS (SELECT 1 FROM events o WHERE o.state = $1 AND (o.received_at, o.id) < (e.received_at, e.id))
+		ORDER BY received_at, id LIMIT 1 FOR UPDATE SKIP LOCKED`
+	// The partitions' events before the first pending barrier.
+	claimPartsSQL = `SELECT id, received_at, payload FROM events e WHERE state = $1 AND route_part = ANY($2::int[])
+		AND NOT EXISTS (SELECT 1 FROM events b WHERE b.state = $1 AND b.route_part IS NULL
+			AND (b.received_at, b.id) < (e.received_at, e.id))
+		ORDER BY received_at, id LIMIT $3 FOR UPDATE`
+)
+
+func (s *Store) claim(ctx context.Context, tx Tx, parts []int, limit int) ([]claimedRow, error) {
+	if s.skipLocked == "" { // SQLite
+		return readClaimed(tx.QueryContext(ctx, claimOldestSQL, StatePending, limit))
+	}
+	barrier, err := readClaimed(tx.QueryContext(ctx, claimBarrierSQL, StatePending))
+	if err != nil || len(barrier) > 0 {
+		return barrier, err
+	}
+	if len(parts) == 0 {
+		return nil, nil
+	}
+	return readClaimed(tx.QueryContext(ctx, claimPartsSQL, StatePending, int32s(parts), limit))
+}
+
+func readClaimed(rows *sql.Rows, err error) ([]claimedRow, error) {
 	if err != nil {
 		return nil, fmt.Errorf("claim events: %w", err)
 	}
 	defer rows.Close()
-	var out []Stored
+	var out []claimedRow
 	for rows.Next() {
-		var st Stored
+		var c claimedRow
 		var received int64
-		var payload []byte
-		if err := rows.Scan(&st.ID, &received, &payload); err != nil {
+		if err := rows.Scan(&c.ID, &received, &c.payload); err != nil {
 			return nil, fmt.Errorf("claim events: %w", err)
 		}
-		st.ReceivedAt = time.UnixMicro(received)
-		if err := s.openEvent(&st, payload); err != nil {
-			return nil, err
-		}
-		out = append(out, st)
+		c.ReceivedAt = time.UnixMicro(received)
+		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("claim events: %w", err)
@@ -578,7 +677,7 @@ func (s *Store) QueueEvents(q Queue, evs []NewEvent, ackCode string) error {
 // multi-row INSERT of them.
 func (s *Store) insertSQL(evs []NewEvent, ackCode string) (string, []any, error) {
 	var q strings.Builder
-	q.WriteString(`INSERT INTO events (id, source, source_id, kind, received_at, payload, raw, ack_code, state) VALUES `)
+	q.WriteString(`INSERT INTO events (id, source, source_id, kind, received_at, payload, raw, ack_code, state, route_part) VALUES `)
 	args := []any{ackCode, StatePending}
 	for i, e := range evs {
 		payload, err := json.Marshal(e.Event)
@@ -593,9 +692,9 @@ func (s *Store) insertSQL(evs []NewEvent, ackCode string) (string, []any, error)
 			q.WriteByte(',')
 		}
 		n := len(args)
-		fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $1, $2)", n+1, n+2, n+3, n+4, n+5, n+6, n+7)
+		fmt.Fprintf(&q, "($%d, $%d, $%d, $%d, $%d, $%d, $%d, $1, $2, $%d)", n+1, n+2, n+3, n+4, n+5, n+6, n+7, n+8)
 		args = append(args, e.ID, e.Event.Source, e.Event.SourceID, string(e.Event.Kind), e.At.UnixMicro(),
-			s.sealer.Seal(payload, []byte(e.ID)), sealedRaw)
+			s.sealer.Seal(payload, []byte(e.ID)), sealedRaw, routePart(e.Event))
 	}
 	return q.String(), args, nil
 }

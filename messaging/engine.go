@@ -345,15 +345,74 @@ func (e *Engine) send(ctx context.Context, tx Queryer, a *routing.Alert, d Devic
 		escrowKey = sql.NullString{String: e.escrow.KeyID, Valid: true}
 	}
 	expires := now.Add(e.expiry.For(a.Priority))
-	seq, err := e.storeMessage(ctx, tx, d.ID, id, timer, a.ID, d.UserID, step, a.Priority, a.LockText, sealed, now.UnixMicro(),
-		expires.UnixMicro(), digest, digestKey, escrowed, escrowKey)
+	pg := heldPage{deviceID: d.ID, id: id, timer: timer, cols: []any{a.ID, d.UserID, step, a.Priority, a.LockText, sealed,
+		now.UnixMicro(), expires.UnixMicro(), digest, digestKey, escrowed, escrowKey},
+		entry: audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "messaging",
+			Action: "message.sent", ObjectType: "message", ObjectID: id, CorrelationID: a.EventID,
+			Detail: map[string]any{"alert_id": a.ID, "device_id": d.ID, "user_id": d.UserID, "step": step}}}
+	if held, ok := ctx.Value(heldPagesKey{}).(*HeldPages); ok {
+		held.pages = append(held.pages, pg)
+		return nil
+	}
+	return e.storePage(ctx, tx, pg)
+}
+
+// heldPage is one message to store, with its timer and audit record.
+type heldPage struct {
+	deviceID, id string
+	timer        *pendingTimer
+	cols         []any // storeMessage's, from alert_id on
+	entry        audit.Entry
+}
+
+// storePage stores a message and appends its audit record, with the
+// sequence number it was given.
+func (e *Engine) storePage(ctx context.Context, tx Queryer, pg heldPage) error {
+	seq, err := e.storeMessage(ctx, tx, pg.deviceID, pg.id, pg.timer, pg.cols...)
 	if err != nil {
 		return err
 	}
-	err = audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "messaging",
-		Action: "message.sent", ObjectType: "message", ObjectID: id, CorrelationID: a.EventID,
-		Detail: map[string]any{"alert_id": a.ID, "device_id": d.ID, "user_id": d.UserID, "step": step, "seq": seq}})
-	return err
+	pg.entry.Detail["seq"] = seq
+	return audit.Append(ctx, tx, pg.entry)
+}
+
+// HeldPages are the messages paged under a context from HoldPages, not yet
+// stored. Storing a message locks its device's row until the transaction
+// ends (sequence numbers commit in order), so a transaction that pages
+// several devices must lock them in one order, the same for every such
+// transaction, or two of them can each wait for the other: PostgreSQL
+// then rolls one back, a second later. Flush stores the held messages in
+// device order.
+type HeldPages struct {
+	e     *Engine
+	pages []heldPage
+}
+
+type heldPagesKey struct{}
+
+// HoldPages returns a context under which Start, Restart and the timers'
+// escalations hold their messages back until Flush. Whatever reads or
+// changes an alert's messages or timers later in the transaction must
+// come after a Flush.
+func (e *Engine) HoldPages(ctx context.Context) (context.Context, *HeldPages) {
+	h := &HeldPages{e: e}
+	return context.WithValue(ctx, heldPagesKey{}, h), h
+}
+
+// Held reports whether messages are waiting for Flush.
+func (h *HeldPages) Held() bool { return len(h.pages) > 0 }
+
+// Flush stores the held messages within tx, by device, each device's in
+// the order they were paged.
+func (h *HeldPages) Flush(ctx context.Context, tx Queryer) error {
+	slices.SortStableFunc(h.pages, func(a, b heldPage) int { return cmp.Compare(a.deviceID, b.deviceID) })
+	for _, pg := range h.pages {
+		if err := h.e.storePage(ctx, tx, pg); err != nil {
+			return err
+		}
+	}
+	h.pages = h.pages[:0]
+	return nil
 }
 
 // timerBatch is how many due timers one FireDue transaction claims: every
@@ -371,6 +430,7 @@ func (e *Engine) FireDue(ctx context.Context, now time.Time) (int, error) {
 	var dues []int64
 	err := e.db.InTx(ctx, func(tx *sql.Tx) error {
 		wake, dues = nil, nil
+		ctx, held := e.HoldPages(ctx) // the devices are locked in order, at the end
 		rows, err := tx.QueryContext(ctx, `SELECT id, alert_id, step, due_at FROM escalation_timers
 			WHERE state = 'pending' AND due_at <= $1 ORDER BY due_at LIMIT $2`+e.db.SkipLocked(), now.UnixMicro(), timerBatch)
 		if err != nil {
@@ -413,7 +473,7 @@ func (e *Engine) FireDue(ctx context.Context, now time.Time) (int, error) {
 			}
 			wake = append(wake, w...)
 		}
-		return nil
+		return held.Flush(ctx, tx)
 	})
 	if err != nil {
 		return 0, err

@@ -51,6 +51,7 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	pending := fs.Int("timers", 100000, "pending escalation timers (timers)")
 	firing := fs.Int("firing", 5000, "of which fire during the test, spread over --timer-window (timers)")
 	window := fs.Duration("timer-window", 10*time.Second, "the span over which the firing timers are due (timers)")
+	lanes := fs.Int("routing-lanes", 2, "routing lanes of the pipeline worker on PostgreSQL (delivery; SQLite: 1)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file (for go tool pprof)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -81,7 +82,7 @@ func runLoadtest(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		defer pprof.StopCPUProfile()
 	}
 	if *mode == "delivery" || *mode == "both" {
-		if err := loadDelivery(ctx, *dbURL, *devices, *rate, *duration, stdout, stderr); err != nil {
+		if err := loadDelivery(ctx, *dbURL, *devices, *rate, *lanes, *duration, stdout, stderr); err != nil {
 			return fmt.Errorf("loadtest delivery: %w", err)
 		}
 	}
@@ -294,7 +295,7 @@ func percentiles(ds []time.Duration) (p50, p99, maxD time.Duration) {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f ms", float64(d.Microseconds())/1000) }
 
-func loadDelivery(ctx context.Context, dbURL string, devices, rate int, duration time.Duration, stdout, stderr io.Writer) error {
+func loadDelivery(ctx context.Context, dbURL string, devices, rate, lanes int, duration time.Duration, stdout, stderr io.Writer) error {
 	s, err := openLoadStore(ctx, dbURL)
 	if err != nil {
 		return err
@@ -328,6 +329,7 @@ func loadDelivery(ctx context.Context, dbURL string, devices, rate int, duration
 	// the audit chainer links the records every transaction leaves pending.
 	store := ingest.NewStore(s.keys, s.db.SkipLocked())
 	worker := pipeline.New(s.db, store, router, engine, s.keys, s.bus, s.bus, log, time.Now)
+	worker.SetLanes(lanes)
 	wctx, stopWork := context.WithCancel(ctx)
 	var bg sync.WaitGroup
 	defer func() { stopWork(); bg.Wait() }()

@@ -38,6 +38,7 @@ type serveConfig struct {
 	mllpAddr    string
 	logLevel    string
 	mllpMaxSize int
+	lanes       int
 	hl7         hl7Flags
 	audit       auditConfig
 	messaging   messagingFlags
@@ -57,6 +58,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer, demo
 	fs.StringVar(&cfg.mllpAddr, "mllp-addr", envOr("CLARION_MLLP_ADDR", "127.0.0.1:2575"), "MLLP listen address")
 	fs.StringVar(&cfg.logLevel, "log-level", envOr("CLARION_LOG_LEVEL", "info"), "debug, info, warn or error")
 	fs.IntVar(&cfg.mllpMaxSize, "mllp-max-frame", 1<<20, "largest MLLP message accepted, in bytes")
+	fs.IntVar(&cfg.lanes, "routing-lanes", 2, "routing transactions run at once on PostgreSQL, each over its share of the patients (SQLite: 1)")
 	cfg.hl7.register(fs)
 	cfg.audit.register(fs)
 	cfg.messaging.register(fs)
@@ -145,6 +147,7 @@ func openApp(ctx context.Context, cfg serveConfig, log *slog.Logger) (*app, erro
 	// could lag an edit another node just committed.
 	a.rules = routing.NewRouterWithOptions(a.keys, routing.Options{Log: log, Dialect: a.db.Dialect})
 	a.worker = pipeline.New(a.db, store, a.rules, a.engine, a.keys, a.bus, a.bus, log, a.now)
+	a.worker.SetLanes(cfg.lanes)
 	kick := a.worker.Kick
 	if faultsOn() {
 		kick = nil // the crash test needs the event still unrouted when the process dies

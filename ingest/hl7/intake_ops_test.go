@@ -42,7 +42,7 @@ func alarms(t *testing.T, d *db.DB, store *ingest.Store) []ingest.Event {
 	var out []ingest.Event
 	err := d.InTx(context.Background(), func(tx *sql.Tx) error {
 		for {
-			st, err := store.ClaimNext(context.Background(), tx)
+			st, err := store.ClaimNext(context.Background(), tx, ingest.AllParts())
 			if err != nil || st == nil {
 				return err
 			}

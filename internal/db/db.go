@@ -160,3 +160,17 @@ func IsUniqueViolation(err error) bool {
 	}
 	return strings.Contains(err.Error(), "UNIQUE constraint failed")
 }
+
+// IsTransient reports whether err is a PostgreSQL deadlock or
+// serialization failure: the transaction was rolled back and can simply
+// be run again.
+func IsTransient(err error) bool {
+	var coder interface{ SQLState() string }
+	if errors.As(err, &coder) {
+		switch coder.SQLState() {
+		case "40P01", "40001":
+			return true
+		}
+	}
+	return false
+}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"database/sql"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/clarion-health/clarion/audit"
@@ -30,17 +31,27 @@ type Publisher interface {
 	PublishAlert(ctx context.Context, ev bus.AlertEvent) error
 }
 
-// Worker routes pending events.
+// Worker routes pending events, in one lane or several (SetLanes).
 type Worker struct {
-	db      *db.DB
-	events  *ingest.Store
-	router  *routing.Router
-	engine  *messaging.Engine
-	pseudo  Pseudonymizer
-	waker   messaging.Waker
-	pub     Publisher
-	log     *slog.Logger
-	now     func() time.Time
+	db     *db.DB
+	events *ingest.Store
+	router *routing.Router
+	engine *messaging.Engine
+	pseudo Pseudonymizer
+	waker  messaging.Waker
+	pub    Publisher
+	log    *slog.Logger
+	now    func() time.Time
+	lanes  []*lane
+	all    *lane // claims every partition: ProcessBatch and ProcessOne
+}
+
+// A lane is one routing loop: its own transactions, over its share of the
+// routing partitions (ingest.RoutePart). Lanes route different patients at
+// once; each patient's events stay in one lane, in order.
+type lane struct {
+	*Worker
+	parts   []int
 	kick    chan struct{}
 	retries map[string]int
 }
@@ -50,19 +61,51 @@ type Worker struct {
 // events behind it.
 const maxAttempts = 5
 
-// New wires a worker.
+// New wires a worker with one lane.
 func New(d *db.DB, events *ingest.Store, router *routing.Router, engine *messaging.Engine, pseudo Pseudonymizer,
 	waker messaging.Waker, pub Publisher, log *slog.Logger, now func() time.Time) *Worker {
-	return &Worker{db: d, events: events, router: router, engine: engine, pseudo: pseudo, waker: waker, pub: pub,
-		log: log, now: now, kick: make(chan struct{}, 1), retries: map[string]int{}}
+	w := &Worker{db: d, events: events, router: router, engine: engine, pseudo: pseudo, waker: waker, pub: pub,
+		log: log, now: now}
+	w.all = w.newLane(ingest.AllParts())
+	w.lanes = []*lane{w.all}
+	return w
+}
+
+func (w *Worker) newLane(parts []int) *lane {
+	return &lane{Worker: w, parts: parts, kick: make(chan struct{}, 1), retries: map[string]int{}}
+}
+
+// SetLanes divides the routing partitions among n lanes, before Run. On
+// PostgreSQL a routing transaction spends most of its time waiting for
+// round trips, so a second lane nearly doubles what a node routes; SQLite
+// has one writer, and keeps one lane.
+func (w *Worker) SetLanes(n int) {
+	if w.db.Dialect != db.Postgres || n < 1 {
+		n = 1
+	}
+	n = min(n, ingest.RouteParts)
+	if n == 1 {
+		w.lanes = []*lane{w.all}
+		return
+	}
+	w.lanes = make([]*lane, n)
+	for i := range n {
+		var parts []int
+		for p := i; p < ingest.RouteParts; p += n {
+			parts = append(parts, p)
+		}
+		w.lanes[i] = w.newLane(parts)
+	}
 }
 
 // Kick wakes the worker after a commit, so routing starts at once rather
 // than at the next poll.
 func (w *Worker) Kick() {
-	select {
-	case w.kick <- struct{}{}:
-	default:
+	for _, l := range w.lanes {
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
 	}
 }
 
@@ -76,8 +119,22 @@ const maxBatch = 32
 // when events trickle in (see Run): the most it adds to an alert's latency.
 const gather = 3 * time.Millisecond
 
-// Run routes events until ctx ends; it finishes the batch in hand first.
+// busyWait is how long a lane waits before trying again for partitions
+// another node (or, in tests, process) held, when it had nothing else.
+const busyWait = 20 * time.Millisecond
+
+// Run routes events until ctx ends, each lane in a goroutine of its own;
+// each finishes the batch in hand first. The first lane also releases the
+// alerts held for quiet hours.
 func (w *Worker) Run(ctx context.Context, poll time.Duration) {
+	var wg sync.WaitGroup
+	for i, l := range w.lanes {
+		wg.Go(func() { l.run(ctx, poll, i == 0) })
+	}
+	wg.Wait()
+}
+
+func (l *lane) run(ctx context.Context, poll time.Duration, releases bool) {
 	t := time.NewTicker(poll)
 	defer t.Stop()
 	var last time.Time // when the last batch started
@@ -95,26 +152,45 @@ func (w *Worker) Run(ctx context.Context, poll time.Duration) {
 				}
 			}
 			last = time.Now()
-			n, err := w.ProcessBatch(context.WithoutCancel(ctx), maxBatch)
+			n, busy, err := l.processBatch(context.WithoutCancel(ctx), maxBatch)
+			if busy && n == 0 && err == nil {
+				// Another node holds some of our partitions: it routes
+				// them now, and they may have more once it commits.
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(busyWait):
+				}
+				continue
+			}
+			if db.IsTransient(err) {
+				// Two lanes (or nodes) paging the same devices in
+				// opposite orders: PostgreSQL rolled one back. Again.
+				l.log.Warn("route batch rolled back by a deadlock; routing it again", "error", err)
+				continue
+			}
 			if err != nil {
 				// One event may be at fault: route them one at a time, so
 				// it fails (and is retried, then set aside) alone.
-				w.log.Warn("route batch failed; routing its events one by one", "error", err)
-				if n, err = w.processEach(context.WithoutCancel(ctx), maxBatch); err != nil {
+				l.log.Warn("route batch failed; routing its events one by one", "error", err)
+				if n, err = l.processEach(context.WithoutCancel(ctx), maxBatch); err != nil {
 					break
 				}
 			}
-			if n < maxBatch {
+			if n < maxBatch && !busy {
 				break // caught up: the next commit's kick (or the poll) wakes us
 			}
 		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-w.kick:
+		case <-l.kick:
 		case <-t.C:
-			if _, err := w.ReleaseHeld(context.WithoutCancel(ctx)); err != nil {
-				w.log.Error("release held alerts", "error", err)
+			if !releases {
+				continue
+			}
+			if _, err := l.ReleaseHeld(context.WithoutCancel(ctx)); err != nil {
+				l.log.Error("release held alerts", "error", err)
 			}
 		}
 	}
@@ -133,11 +209,23 @@ type routed struct {
 // transaction, and returns how many it routed. On failure nothing of the
 // batch is kept; the caller then routes the events with ProcessOne.
 func (w *Worker) ProcessBatch(ctx context.Context, limit int) (int, error) {
+	n, _, err := w.all.processBatch(ctx, limit)
+	return n, err
+}
+
+// processBatch is ProcessBatch over the lane's partitions; busy reports
+// that another transaction held some of them.
+func (w *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, err error) {
 	now := w.now()
 	var done []routed
-	err := w.db.InTx(ctx, func(tx *sql.Tx) error {
+	err = w.db.InTx(ctx, func(tx *sql.Tx) error {
 		done = done[:0]
-		evs, err := w.events.ClaimBatch(ctx, tx, limit)
+		parts, err := w.events.LockParts(ctx, tx, w.parts)
+		if err != nil {
+			return err
+		}
+		busy = len(parts) < len(w.parts)
+		evs, err := w.events.ClaimBatch(ctx, tx, parts, limit)
 		if err != nil || len(evs) == 0 {
 			return err
 		}
@@ -158,14 +246,32 @@ func (w *Worker) ProcessBatch(ctx context.Context, limit int) (int, error) {
 			return err
 		}
 		// The records routing and paging append are written together, in
-		// one statement with the events' own, before the commit.
+		// one statement with the events' own, before the commit. The
+		// messages are stored together too, in device order (see
+		// messaging.HeldPages), before anything else touches their alerts:
+		// before the next event of a patient paged in this batch.
 		actx, held := audit.Defer(ctx)
+		actx, pages := w.engine.HoldPages(actx)
+		paged := map[string]bool{} // patients with messages held
 		for i := range evs {
+			patient := evs[i].Event.Patient.Key()
+			if paged[patient] {
+				if err := pages.Flush(actx, tx); err != nil {
+					return err
+				}
+				clear(paged)
+			}
 			r, entry, err := w.route(actx, q, sess, &evs[i], now)
 			if err != nil {
 				return err
 			}
+			if pages.Held() {
+				paged[patient] = true
+			}
 			done, ids[i], entries[i] = append(done, r), evs[i].ID, entry
+		}
+		if err := pages.Flush(actx, tx); err != nil {
+			return err
 		}
 		if err := held.Write(ctx, tx, entries...); err != nil {
 			return err
@@ -173,20 +279,20 @@ func (w *Worker) ProcessBatch(ctx context.Context, limit int) (int, error) {
 		return w.events.SetStates(ctx, tx, ids, ingest.StateProcessed, now)
 	})
 	if err != nil {
-		return 0, err
+		return 0, busy, err
 	}
 	for _, r := range done {
 		w.afterCommit(ctx, r, now)
 	}
-	return len(done), nil
+	return len(done), busy, nil
 }
 
 // processEach calls ProcessOne up to n times, until no event is pending
 // or one fails; it returns how many it routed.
-func (w *Worker) processEach(ctx context.Context, n int) (int, error) {
+func (w *lane) processEach(ctx context.Context, n int) (int, error) {
 	routed := 0
 	for range n {
-		more, err := w.ProcessOne(ctx)
+		more, err := w.processOne(ctx)
 		if err != nil || !more {
 			return routed, err
 		}
@@ -198,12 +304,18 @@ func (w *Worker) processEach(ctx context.Context, n int) (int, error) {
 // ProcessOne routes the oldest pending event in a transaction of its own;
 // it reports whether there was one. An event whose routing keeps failing
 // is marked failed after maxAttempts.
-func (w *Worker) ProcessOne(ctx context.Context) (bool, error) {
+func (w *Worker) ProcessOne(ctx context.Context) (bool, error) { return w.all.processOne(ctx) }
+
+func (w *lane) processOne(ctx context.Context) (bool, error) {
 	now := w.now()
 	var r routed
 	var eventID string
 	err := w.db.InTx(ctx, func(tx *sql.Tx) error {
-		st, err := w.events.ClaimNext(ctx, tx)
+		parts, err := w.events.LockParts(ctx, tx, w.parts)
+		if err != nil {
+			return err
+		}
+		st, err := w.events.ClaimNext(ctx, tx, parts)
 		if st != nil {
 			eventID = st.ID
 		}
@@ -212,7 +324,11 @@ func (w *Worker) ProcessOne(ctx context.Context) (bool, error) {
 		}
 		var entry audit.Entry
 		q := oncall.NewMemo(tx)
-		if r, entry, err = w.route(ctx, q, w.router.Session(q), st, now); err != nil {
+		pctx, pages := w.engine.HoldPages(ctx) // its devices locked in order
+		if r, entry, err = w.route(pctx, q, w.router.Session(q), st, now); err != nil {
+			return err
+		}
+		if err := pages.Flush(pctx, tx); err != nil {
 			return err
 		}
 		if err := audit.Append(ctx, tx, entry); err != nil {
@@ -222,7 +338,7 @@ func (w *Worker) ProcessOne(ctx context.Context) (bool, error) {
 	})
 	if err != nil {
 		w.log.Error("route event", "event_id", eventID, "error", err)
-		if eventID != "" {
+		if eventID != "" && !db.IsTransient(err) { // a deadlock is no fault of the event's
 			w.retries[eventID]++
 			if w.retries[eventID] >= maxAttempts {
 				w.fail(ctx, eventID, now)
@@ -332,7 +448,7 @@ func (w *Worker) ReleaseHeld(ctx context.Context) (int, error) {
 	return len(released), nil
 }
 
-func (w *Worker) fail(ctx context.Context, eventID string, now time.Time) {
+func (w *lane) fail(ctx context.Context, eventID string, now time.Time) {
 	err := w.db.InTx(ctx, func(tx *sql.Tx) error {
 		if err := w.events.SetState(ctx, tx, eventID, ingest.StateFailed, now); err != nil {
 			return err

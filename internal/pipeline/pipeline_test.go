@@ -5,7 +5,9 @@ import (
 	"context"
 	"database/sql"
 	"encoding/base64"
+	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -47,8 +49,27 @@ type fixture struct {
 	store  *ingest.Store
 	worker *pipeline.Worker
 	rec    *recorder
+	pseudo pipeline.Pseudonymizer
+	logs   *lockedBuffer // the worker's log
 	now    time.Time
 	n      int
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // 23:00 in New York: the quiet hours of the low-priority rule.
@@ -60,8 +81,9 @@ func newFixture(t *testing.T, d *db.DB) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{t: t, d: d, store: ingest.NewStore(keys, d.SkipLocked()), rec: &recorder{}, now: night}
-	log := slog.New(slog.DiscardHandler)
+	f := &fixture{t: t, d: d, store: ingest.NewStore(keys, d.SkipLocked()), rec: &recorder{}, pseudo: keys,
+		logs: &lockedBuffer{}, now: night}
+	log := slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	clock := func() time.Time { return f.now }
 	engine := messaging.NewEngine(d, keys, f.rec, log, clock)
 	f.worker = pipeline.New(d, f.store, routing.NewRouter(keys), engine, keys, f.rec, f.rec, log, clock)
@@ -311,4 +333,95 @@ func TestBadEventFailsAlone(t *testing.T) {
 			t.Fatalf("rn1 got %d messages, want 1 (the good result)", got)
 		}
 	})
+}
+
+// Several lanes route a stream of many patients at once (PostgreSQL):
+// each patient's admission, critical result, transfer and normal result
+// are applied in their order (out of order, the alert would stay open, or
+// the patient end in the wrong unit), every event exactly once, with a
+// merge in the middle of the stream routed as a barrier. Half the
+// patients start in 4W and move to ICU, half the reverse, and all alerts
+// page the same two devices: lanes contend for them in either order, and
+// when PostgreSQL rolls a batch back on a deadlock the lane routes it
+// again.
+func TestLanesKeepEachPatientInOrder(t *testing.T) {
+	units := func(i int) (from, to string) {
+		if i%2 == 0 {
+			return "4W", "ICU"
+		}
+		return "ICU", "4W"
+	}
+	d := dbtest.Postgres(t)
+	f := newFixture(t, d)
+	f.worker.SetLanes(4)
+	const patients = 30
+	var events []*ingest.Event
+	for i := range patients {
+		p := ingest.Patient{ID: fmt.Sprint("MRN", i)}
+		from, to := units(i)
+		events = append(events,
+			&ingest.Event{Kind: ingest.KindAdmit, Patient: p, Location: ingest.Location{Unit: from, Bed: fmt.Sprint(i)}},
+			&ingest.Event{Kind: ingest.KindResult, Patient: p, Observations: []ingest.Observation{obs("2823-3", 7, "HH")}},
+			&ingest.Event{Kind: ingest.KindTransfer, Patient: p, Location: ingest.Location{Unit: to, Bed: fmt.Sprint(i)}},
+			&ingest.Event{Kind: ingest.KindResult, Patient: p, Observations: []ingest.Observation{obs("2823-3", 4.2)}})
+	}
+	// Interleave the patients' streams, as a hospital's feed would.
+	var stream []*ingest.Event
+	for step := range 4 {
+		for i := range patients {
+			stream = append(stream, events[i*4+step])
+		}
+		if step == 1 {
+			q, r := ingest.Patient{ID: "MRN-Q"}, ingest.Patient{ID: "MRN-R"}
+			stream = append(stream, &ingest.Event{Kind: ingest.KindAdmit, Patient: q, Location: ingest.Location{Unit: "4W", Bed: "90"}},
+				&ingest.Event{Kind: ingest.KindMerge, Patient: r, PriorPatient: &q, Location: ingest.Location{Unit: "4W", Bed: "90"}})
+		}
+	}
+	for _, ev := range stream {
+		f.store1(ev)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { f.worker.Run(ctx, 5*time.Millisecond); close(done) }()
+	f.worker.Kick()
+	deadline := time.Now().Add(60 * time.Second)
+	for f.count(`SELECT COUNT(*) FROM events WHERE state = 'pending'`) > 0 {
+		if time.Now().After(deadline) {
+			stop()
+			<-done
+			t.Fatalf("%d events still pending", f.count(`SELECT COUNT(*) FROM events WHERE state = 'pending'`))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	stop()
+	<-done
+	if got := f.count(`SELECT COUNT(*) FROM events WHERE state = 'processed'`); got != len(stream) {
+		t.Fatalf("%d events processed, want %d", got, len(stream))
+	}
+	if got := f.count(`SELECT COUNT(*) FROM alerts`); got != patients {
+		t.Fatalf("%d alerts, want one per patient (%d)", got, patients)
+	}
+	if got := f.count(`SELECT COUNT(*) FROM alerts WHERE state = 'open'`); got != 0 {
+		t.Fatalf("%d alerts still open: a normal result was routed before its critical one", got)
+	}
+	if a, b := f.count(`SELECT COUNT(*) FROM messages WHERE user_id = 'rn1'`),
+		f.count(`SELECT COUNT(*) FROM messages WHERE user_id = 'icurn'`); a != patients || b != patients {
+		t.Fatalf("rn1 %d, icurn %d messages; want %d each (paged in one unit, again in the other after the transfer)",
+			a, b, patients)
+	}
+	if got := f.count(`SELECT COUNT(*) FROM escalation_timers WHERE state = 'pending'`); got != 0 {
+		t.Fatalf("%d pending timers, want 0 (every alert resolved)", got)
+	}
+	for i := range patients {
+		c, ok, err := routing.GetContext(context.Background(), d, routing.PatientID(f.pseudo, ingest.Patient{ID: fmt.Sprint("MRN", i)}))
+		if _, to := units(i); err != nil || !ok || c.Location.Unit != to {
+			t.Fatalf("patient %d: context %+v %v %v, want %s", i, c.Location, ok, err, to)
+		}
+	}
+	dbtest.ChainAudit(t, d)
+	page, err := audit.Query(context.Background(), d, audit.Filter{Action: "event.routed", Limit: 1000})
+	if err != nil || len(page.Records) != len(stream) {
+		t.Fatalf("event.routed records: %d %v, want %d (each event once)", len(page.Records), err, len(stream))
+	}
+	t.Logf("batches rolled back by a deadlock and routed again: %d", strings.Count(f.logs.String(), "deadlock"))
 }
