@@ -279,34 +279,51 @@ type claimedRow struct {
 	payload []byte
 }
 
-// The claiming statements; $1 is the pending state.
+// The claiming statements. claimOldestSQL's $1 is the pending state; the
+// partitioned ones name it in their text, so that PostgreSQL's generic
+// plans can use the partial index of pending events by partition
+// (events_pending_part) whatever the backlog: a claim reads only the rows
+// it returns.
 const (
 	claimOldestSQL = `SELECT id, received_at, payload FROM events WHERE state = $1
 		ORDER BY received_at, id LIMIT $2`
-	// A barrier, when it is the oldest pending event; another node
-	// claiming it skips it.
-	claimBarrierSQL = `SELECT id, received_at, payload FROM events e WHERE state = $1 AND route_part IS NULL
-		AND NOT EXISTS (SELECT 1 FROM events o WHERE o.state = $1 AND (o.received_at, o.id) < (e.received_at, e.id))
-		ORDER BY received_at, id LIMIT 1 FOR UPDATE SKIP LOCKED`
-	// The partitions' events before the first pending barrier.
-	claimPartsSQL = `SELECT id, received_at, payload FROM events e WHERE state = $1 AND route_part = ANY($2::int[])
-		AND NOT EXISTS (SELECT 1 FROM events b WHERE b.state = $1 AND b.route_part IS NULL
-			AND (b.received_at, b.id) < (e.received_at, e.id))
-		ORDER BY received_at, id LIMIT $3 FOR UPDATE`
+	// The first pending barrier, when no event of any partition ($1, all
+	// of them) is older; another node claiming it skips it. Both reads
+	// go through events_pending_part, each bounded by the barrier.
+	claimBarrierSQL = `SELECT id, received_at, payload FROM events e
+		WHERE e.id = (SELECT id FROM events WHERE state = 'pending' AND route_part IS NULL
+			ORDER BY received_at, id LIMIT 1)
+		AND NOT EXISTS (SELECT 1 FROM unnest($1::int[]) AS p(part) CROSS JOIN LATERAL (SELECT 1 FROM events o
+			WHERE o.state = 'pending' AND o.route_part = p.part AND o.received_at <= e.received_at
+				AND (o.received_at, o.id) < (e.received_at, e.id) LIMIT 1) x)
+		FOR UPDATE SKIP LOCKED`
+	// The oldest events of each partition ($1) before the first pending
+	// barrier, read from the index partition by partition, then merged.
+	// No row lock: the partitions' advisory locks keep other claims away.
+	claimPartsSQL = `WITH b AS MATERIALIZED (SELECT received_at, id FROM events
+			WHERE state = 'pending' AND route_part IS NULL ORDER BY received_at, id LIMIT 1)
+		SELECT e.id, e.received_at, e.payload FROM unnest($1::int[]) AS p(part)
+		CROSS JOIN LATERAL (SELECT id, received_at, payload FROM events
+			WHERE state = 'pending' AND route_part = p.part
+				AND NOT EXISTS (SELECT 1 FROM b WHERE (b.received_at, b.id) < (events.received_at, events.id))
+			ORDER BY received_at, id LIMIT $2 OFFSET 0) e
+		ORDER BY e.received_at, e.id LIMIT $2`
 )
 
 func (s *Store) claim(ctx context.Context, tx Tx, parts []int, limit int) ([]claimedRow, error) {
 	if s.skipLocked == "" { // SQLite
 		return readClaimed(tx.QueryContext(ctx, claimOldestSQL, StatePending, limit))
 	}
-	barrier, err := readClaimed(tx.QueryContext(ctx, claimBarrierSQL, StatePending))
-	if err != nil || len(barrier) > 0 {
-		return barrier, err
+	// The partitions' events first: any there are come before every
+	// pending barrier. Only when there are none can a barrier be the
+	// oldest pending event (a round trip less per batch, mostly).
+	if len(parts) > 0 {
+		evs, err := readClaimed(tx.QueryContext(ctx, claimPartsSQL, int32s(parts), limit))
+		if err != nil || len(evs) > 0 {
+			return evs, err
+		}
 	}
-	if len(parts) == 0 {
-		return nil, nil
-	}
-	return readClaimed(tx.QueryContext(ctx, claimPartsSQL, StatePending, int32s(parts), limit))
+	return readClaimed(tx.QueryContext(ctx, claimBarrierSQL, int32s(AllParts())))
 }
 
 func readClaimed(rows *sql.Rows, err error) ([]claimedRow, error) {

@@ -1,9 +1,11 @@
 package messaging
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/clarion-health/clarion/audit"
@@ -53,7 +55,12 @@ func (g *Gateway) commitReceipts(ctx context.Context, batch []*receipt) error {
 		// The receipts' audit records are written together, in one
 		// statement. A refusal comes before its receipt appends any.
 		rctx, held := audit.Defer(ctx)
-		for _, r := range batch {
+		// A receipt locks its device's row until commit; taken in device
+		// order, as routing and the timers take theirs (HeldPages), two
+		// transactions never wait on each other in a cycle.
+		sorted := slices.Clone(batch)
+		slices.SortStableFunc(sorted, func(a, b *receipt) int { return cmp.Compare(a.deviceID, b.deviceID) })
+		for _, r := range sorted {
 			r.refused = nil
 			err := recordReceipt(rctx, tx, r, now)
 			if isRefusal(err) {

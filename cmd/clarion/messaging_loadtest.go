@@ -301,7 +301,9 @@ func loadDelivery(ctx context.Context, dbURL string, devices, rate, lanes int, d
 		return err
 	}
 	defer s.done()
-	log := slog.New(slog.DiscardHandler)
+	// Warnings (a batch rolled back, a slow device) are printed: they
+	// explain a tail.
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	now := time.Now()
 	total := rate * int(duration/time.Second)
 	if total == 0 {
