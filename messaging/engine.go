@@ -195,7 +195,10 @@ func (e *Engine) pageWith(ctx context.Context, tx Queryer, a *routing.Alert, pol
 			}
 			continue
 		}
-		// The timer for the next rung is stored with the last message.
+		// In device order, as every transaction takes devices (HeldPages),
+		// even one not holding its pages. The timer for the next rung is
+		// stored with the last message.
+		slices.SortStableFunc(targets, func(a, b Device) int { return cmp.Compare(a.ID, b.ID) })
 		var timer *pendingTimer
 		if rung < last {
 			timer = &pendingTimer{id: ids.New("tmr"), step: rung,
@@ -669,8 +672,11 @@ func (e *Engine) RespondCount(ctx context.Context, deviceID, messageID, response
 		if response == ResponseAccept {
 			reason = "more_accepts_required"
 		}
-		wake, err = e.page(ctx, tx, a, a.Step+1, now, reason)
-		return err
+		pctx, held := e.HoldPages(ctx) // the next step's devices locked in order
+		if wake, err = e.page(pctx, tx, a, a.Step+1, now, reason); err != nil {
+			return err
+		}
+		return held.Flush(pctx, tx)
 	})
 	if err != nil {
 		return Answer{}, err

@@ -429,14 +429,15 @@ func (w *Worker) ReleaseHeld(ctx context.Context) (int, error) {
 		if released, err = w.router.ReleaseHeld(ctx, tx, w.db.SkipLocked(), now); err != nil {
 			return err
 		}
+		pctx, pages := w.engine.HoldPages(ctx) // their devices locked in order
 		for _, a := range released {
-			devs, err := w.engine.Start(ctx, tx, a, now)
+			devs, err := w.engine.Start(pctx, tx, a, now)
 			if err != nil {
 				return err
 			}
 			wake = append(wake, devs...)
 		}
-		return nil
+		return pages.Flush(pctx, tx)
 	})
 	if err != nil {
 		return 0, err
