@@ -49,10 +49,12 @@ type fixture struct {
 	store  *ingest.Store
 	worker *pipeline.Worker
 	rec    *recorder
-	pseudo pipeline.Pseudonymizer
-	logs   *lockedBuffer // the worker's log
-	now    time.Time
-	n      int
+	// newWorker wires another worker on the same database: another node.
+	newWorker func() *pipeline.Worker
+	pseudo    pipeline.Pseudonymizer
+	logs      *lockedBuffer // the worker's log
+	now       time.Time
+	n         int
 }
 
 type lockedBuffer struct {
@@ -86,7 +88,10 @@ func newFixture(t *testing.T, d *db.DB) *fixture {
 	log := slog.New(slog.NewTextHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	clock := func() time.Time { return f.now }
 	engine := messaging.NewEngine(d, keys, f.rec, log, clock)
-	f.worker = pipeline.New(d, f.store, routing.NewRouter(keys), engine, keys, f.rec, f.rec, log, clock)
+	f.newWorker = func() *pipeline.Worker {
+		return pipeline.New(d, f.store, routing.NewRouter(keys), engine, keys, f.rec, f.rec, log, clock)
+	}
+	f.worker = f.newWorker()
 	ctx := context.Background()
 	by := oncall.Actor{Type: audit.ActorSystem, ID: "test", Role: "admin"}
 	err = d.InTx(ctx, func(tx *sql.Tx) error {
@@ -335,7 +340,8 @@ func TestBadEventFailsAlone(t *testing.T) {
 	})
 }
 
-// Several lanes route a stream of many patients at once (PostgreSQL):
+// Several lanes, of two nodes, route a stream of many patients at once
+// (PostgreSQL):
 // each patient's admission, critical result, transfer and normal result
 // are applied in their order (out of order, the alert would stay open, or
 // the patient end in the wrong unit), every event exactly once, with a
@@ -380,10 +386,20 @@ func TestLanesKeepEachPatientInOrder(t *testing.T) {
 	for _, ev := range stream {
 		f.store1(ev)
 	}
+	// A second node routes the same partitions at the same time.
+	other := f.newWorker()
+	other.SetLanes(2)
 	ctx, stop := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { f.worker.Run(ctx, 5*time.Millisecond); close(done) }()
+	go func() {
+		var wg sync.WaitGroup
+		wg.Go(func() { f.worker.Run(ctx, 5*time.Millisecond) })
+		wg.Go(func() { other.Run(ctx, 5*time.Millisecond) })
+		wg.Wait()
+		close(done)
+	}()
 	f.worker.Kick()
+	other.Kick()
 	deadline := time.Now().Add(60 * time.Second)
 	for f.count(`SELECT COUNT(*) FROM events WHERE state = 'pending'`) > 0 {
 		if time.Now().After(deadline) {
