@@ -215,17 +215,17 @@ func (w *Worker) ProcessBatch(ctx context.Context, limit int) (int, error) {
 
 // processBatch is ProcessBatch over the lane's partitions; busy reports
 // that another transaction held some of them.
-func (w *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, err error) {
-	now := w.now()
+func (l *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, err error) {
+	now := l.now()
 	var done []routed
-	err = w.db.InTx(ctx, func(tx *sql.Tx) error {
+	err = l.db.InTx(ctx, func(tx *sql.Tx) error {
 		done = done[:0]
-		parts, err := w.events.LockParts(ctx, tx, w.parts)
+		parts, err := l.events.LockParts(ctx, tx, l.parts)
 		if err != nil {
 			return err
 		}
-		busy = len(parts) < len(w.parts)
-		evs, err := w.events.ClaimBatch(ctx, tx, parts, limit)
+		busy = len(parts) < len(l.parts)
+		evs, err := l.events.ClaimBatch(ctx, tx, parts, limit)
 		if err != nil || len(evs) == 0 {
 			return err
 		}
@@ -234,12 +234,12 @@ func (w *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 		// Routing edits no roster: who holds a role is read once per
 		// transaction, by routing and the escalation's start alike.
 		q := oncall.NewMemo(tx)
-		sess := w.router.Session(q)
+		sess := l.router.Session(q)
 		// The patients' contexts are read for the whole batch at once.
 		patients := make([]string, 0, len(evs))
 		for i := range evs {
 			if p := evs[i].Event.Patient; p.ID != "" {
-				patients = append(patients, routing.PatientID(w.pseudo, p))
+				patients = append(patients, routing.PatientID(l.pseudo, p))
 			}
 		}
 		if err := sess.Prefetch(ctx, patients); err != nil {
@@ -251,7 +251,7 @@ func (w *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 		// messaging.HeldPages), before anything else touches their alerts:
 		// before the next event of a patient paged in this batch.
 		actx, held := audit.Defer(ctx)
-		actx, pages := w.engine.HoldPages(actx)
+		actx, pages := l.engine.HoldPages(actx)
 		paged := map[string]bool{} // patients with messages held
 		for i := range evs {
 			patient := evs[i].Event.Patient.Key()
@@ -261,7 +261,7 @@ func (w *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 				}
 				clear(paged)
 			}
-			r, entry, err := w.route(actx, q, sess, &evs[i], now)
+			r, entry, err := l.route(actx, q, sess, &evs[i], now)
 			if err != nil {
 				return err
 			}
@@ -276,23 +276,23 @@ func (w *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 		if err := held.Write(ctx, tx, entries...); err != nil {
 			return err
 		}
-		return w.events.SetStates(ctx, tx, ids, ingest.StateProcessed, now)
+		return l.events.SetStates(ctx, tx, ids, ingest.StateProcessed, now)
 	})
 	if err != nil {
 		return 0, busy, err
 	}
 	for _, r := range done {
-		w.afterCommit(ctx, r, now)
+		l.afterCommit(ctx, r, now)
 	}
 	return len(done), busy, nil
 }
 
 // processEach calls ProcessOne up to n times, until no event is pending
 // or one fails; it returns how many it routed.
-func (w *lane) processEach(ctx context.Context, n int) (int, error) {
+func (l *lane) processEach(ctx context.Context, n int) (int, error) {
 	routed := 0
 	for range n {
-		more, err := w.processOne(ctx)
+		more, err := l.processOne(ctx)
 		if err != nil || !more {
 			return routed, err
 		}
@@ -306,16 +306,16 @@ func (w *lane) processEach(ctx context.Context, n int) (int, error) {
 // is marked failed after maxAttempts.
 func (w *Worker) ProcessOne(ctx context.Context) (bool, error) { return w.all.processOne(ctx) }
 
-func (w *lane) processOne(ctx context.Context) (bool, error) {
-	now := w.now()
+func (l *lane) processOne(ctx context.Context) (bool, error) {
+	now := l.now()
 	var r routed
 	var eventID string
-	err := w.db.InTx(ctx, func(tx *sql.Tx) error {
-		parts, err := w.events.LockParts(ctx, tx, w.parts)
+	err := l.db.InTx(ctx, func(tx *sql.Tx) error {
+		parts, err := l.events.LockParts(ctx, tx, l.parts)
 		if err != nil {
 			return err
 		}
-		st, err := w.events.ClaimNext(ctx, tx, parts)
+		st, err := l.events.ClaimNext(ctx, tx, parts)
 		if st != nil {
 			eventID = st.ID
 		}
@@ -324,8 +324,8 @@ func (w *lane) processOne(ctx context.Context) (bool, error) {
 		}
 		var entry audit.Entry
 		q := oncall.NewMemo(tx)
-		pctx, pages := w.engine.HoldPages(ctx) // its devices locked in order
-		if r, entry, err = w.route(pctx, q, w.router.Session(q), st, now); err != nil {
+		pctx, pages := l.engine.HoldPages(ctx) // its devices locked in order
+		if r, entry, err = l.route(pctx, q, l.router.Session(q), st, now); err != nil {
 			return err
 		}
 		if err := pages.Flush(pctx, tx); err != nil {
@@ -334,14 +334,14 @@ func (w *lane) processOne(ctx context.Context) (bool, error) {
 		if err := audit.Append(ctx, tx, entry); err != nil {
 			return err
 		}
-		return w.events.SetState(ctx, tx, st.ID, ingest.StateProcessed, now)
+		return l.events.SetState(ctx, tx, st.ID, ingest.StateProcessed, now)
 	})
 	if err != nil {
-		w.log.Error("route event", "event_id", eventID, "error", err)
+		l.log.Error("route event", "event_id", eventID, "error", err)
 		if eventID != "" && !db.IsTransient(err) { // a deadlock is no fault of the event's
-			w.retries[eventID]++
-			if w.retries[eventID] >= maxAttempts {
-				w.fail(ctx, eventID, now)
+			l.retries[eventID]++
+			if l.retries[eventID] >= maxAttempts {
+				l.fail(ctx, eventID, now)
 			}
 		}
 		return eventID != "", err
@@ -349,8 +349,8 @@ func (w *lane) processOne(ctx context.Context) (bool, error) {
 	if eventID == "" {
 		return false, nil
 	}
-	delete(w.retries, eventID)
-	w.afterCommit(ctx, r, now)
+	delete(l.retries, eventID)
+	l.afterCommit(ctx, r, now)
 	return true, nil
 }
 
@@ -449,9 +449,9 @@ func (w *Worker) ReleaseHeld(ctx context.Context) (int, error) {
 	return len(released), nil
 }
 
-func (w *lane) fail(ctx context.Context, eventID string, now time.Time) {
-	err := w.db.InTx(ctx, func(tx *sql.Tx) error {
-		if err := w.events.SetState(ctx, tx, eventID, ingest.StateFailed, now); err != nil {
+func (l *lane) fail(ctx context.Context, eventID string, now time.Time) {
+	err := l.db.InTx(ctx, func(tx *sql.Tx) error {
+		if err := l.events.SetState(ctx, tx, eventID, ingest.StateFailed, now); err != nil {
 			return err
 		}
 		err := audit.Append(ctx, tx, audit.Entry{At: now, ActorType: audit.ActorSystem, ActorID: "pipeline",
@@ -460,8 +460,8 @@ func (w *lane) fail(ctx context.Context, eventID string, now time.Time) {
 		return err
 	})
 	if err != nil {
-		w.log.Error("mark event failed", "event_id", eventID, "error", err)
+		l.log.Error("mark event failed", "event_id", eventID, "error", err)
 		return
 	}
-	delete(w.retries, eventID)
+	delete(l.retries, eventID)
 }
