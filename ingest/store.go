@@ -48,14 +48,15 @@ type Rows = interface {
 
 // Store keeps events durably, sealed, with their dedup key.
 type Store struct {
-	sealer     Sealer
-	skipLocked string // the dialect's row-claiming clause, or ""
+	sealer   Sealer
+	postgres bool // claims by partition, under advisory locks (SQLite has one writer)
 }
 
-// NewStore returns a store; skipLocked is " FOR UPDATE SKIP LOCKED" on
-// PostgreSQL and "" on SQLite.
+// NewStore returns a store; skipLocked is the database's row-claiming
+// clause (db.DB.SkipLocked): not empty on PostgreSQL, where several routing
+// transactions claim at once.
 func NewStore(sealer Sealer, skipLocked string) *Store {
-	return &Store{sealer: sealer, skipLocked: skipLocked}
+	return &Store{sealer: sealer, postgres: skipLocked != ""}
 }
 
 // Prior is what a repeated message is answered with: the id and ACK code of
@@ -208,7 +209,7 @@ func AllParts() []int {
 // a time, however many workers and nodes route. SQLite has one writer:
 // every partition is granted.
 func (s *Store) LockParts(ctx context.Context, tx Tx, parts []int) ([]int, error) {
-	if s.skipLocked == "" {
+	if !s.postgres {
 		return parts, nil
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT p FROM unnest($1::int[]) AS p
@@ -311,7 +312,7 @@ const (
 )
 
 func (s *Store) claim(ctx context.Context, tx Tx, parts []int, limit int) ([]claimedRow, error) {
-	if s.skipLocked == "" { // SQLite
+	if !s.postgres {
 		return readClaimed(tx.QueryContext(ctx, claimOldestSQL, StatePending, limit))
 	}
 	// The partitions' events first: any there are come before every
