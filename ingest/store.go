@@ -288,13 +288,13 @@ type claimedRow struct {
 const (
 	claimOldestSQL = `SELECT id, received_at, payload FROM events WHERE state = $1
 		ORDER BY received_at, id LIMIT $2`
-	// The first pending barrier, when no event of any partition ($1, all
-	// of them) is older; another node claiming it skips it. Both reads
-	// go through events_pending_part, each bounded by the barrier.
+	// The first pending barrier, when no event of any partition (0 to
+	// $1-1) is older; another node claiming it skips it. Both reads go
+	// through events_pending_part, each bounded by the barrier.
 	claimBarrierSQL = `SELECT id, received_at, payload FROM events e
 		WHERE e.id = (SELECT id FROM events WHERE state = 'pending' AND route_part IS NULL
 			ORDER BY received_at, id LIMIT 1)
-		AND NOT EXISTS (SELECT 1 FROM unnest($1::int[]) AS p(part) CROSS JOIN LATERAL (SELECT 1 FROM events o
+		AND NOT EXISTS (SELECT 1 FROM generate_series(0, $1::int - 1) AS p(part) CROSS JOIN LATERAL (SELECT 1 FROM events o
 			WHERE o.state = 'pending' AND o.route_part = p.part AND o.received_at <= e.received_at
 				AND (o.received_at, o.id) < (e.received_at, e.id) LIMIT 1) x)
 		FOR UPDATE SKIP LOCKED`
@@ -324,7 +324,7 @@ func (s *Store) claim(ctx context.Context, tx Tx, parts []int, limit int) ([]cla
 			return evs, err
 		}
 	}
-	return readClaimed(tx.QueryContext(ctx, claimBarrierSQL, int32s(AllParts())))
+	return readClaimed(tx.QueryContext(ctx, claimBarrierSQL, RouteParts))
 }
 
 func readClaimed(rows *sql.Rows, err error) ([]claimedRow, error) {

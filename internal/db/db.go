@@ -150,14 +150,22 @@ func (d *DB) ForUpdate() string {
 	return ""
 }
 
+// sqlState is the SQLSTATE of a PostgreSQL error in err's chain, or "".
+func sqlState(err error) string {
+	var coder interface{ SQLState() string }
+	if errors.As(err, &coder) {
+		return coder.SQLState()
+	}
+	return ""
+}
+
 // IsUniqueViolation reports whether err is a unique-constraint failure.
 func IsUniqueViolation(err error) bool {
 	if err == nil {
 		return false
 	}
-	var coder interface{ SQLState() string }
-	if errors.As(err, &coder) {
-		return coder.SQLState() == "23505"
+	if state := sqlState(err); state != "" {
+		return state == "23505"
 	}
 	return strings.Contains(err.Error(), "UNIQUE constraint failed")
 }
@@ -166,14 +174,8 @@ func IsUniqueViolation(err error) bool {
 // serialization failure: the transaction was rolled back and can simply
 // be run again.
 func IsTransient(err error) bool {
-	var coder interface{ SQLState() string }
-	if errors.As(err, &coder) {
-		switch coder.SQLState() {
-		case "40P01", "40001":
-			return true
-		}
-	}
-	return false
+	state := sqlState(err)
+	return state == "40P01" || state == "40001"
 }
 
 // PlanEachTime, passed first among a statement's arguments on PostgreSQL,

@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/clarion-health/clarion/internal/db"
@@ -99,5 +100,47 @@ func TestSQLiteManyPlaceholders(t *testing.T) {
 	var name string
 	if err := d.QueryRowContext(ctx, `SELECT name FROM users WHERE id = $1`, "u321").Scan(&name); err != nil || name != "same name" {
 		t.Fatalf("%q %v", name, err)
+	}
+}
+
+// Two transactions locking two rows in opposite orders: PostgreSQL rolls
+// one back, and IsTransient says it may simply run again; a unique
+// violation is not transient.
+func TestDeadlockIsTransient(t *testing.T) {
+	d := dbtest.Postgres(t)
+	ctx := context.Background()
+	if _, err := d.ExecContext(ctx, `INSERT INTO users (id, name) VALUES ('a', 'A'), ('b', 'B')`); err != nil {
+		t.Fatal(err)
+	}
+	var locked sync.WaitGroup // both hold their first row
+	locked.Add(2)
+	lockBoth := func(first, second string) error {
+		return d.InTx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, `UPDATE users SET name = name WHERE id = $1`, first); err != nil {
+				return err
+			}
+			locked.Done()
+			locked.Wait()
+			_, err := tx.ExecContext(ctx, `UPDATE users SET name = name WHERE id = $1`, second)
+			return err
+		})
+	}
+	errs := make(chan error, 2)
+	go func() { errs <- lockBoth("a", "b") }()
+	go func() { errs <- lockBoth("b", "a") }()
+	var transient int
+	for range 2 {
+		if err := <-errs; db.IsTransient(err) {
+			transient++
+		} else if err != nil {
+			t.Fatalf("the other error: %v", err)
+		}
+	}
+	if transient != 1 {
+		t.Fatalf("%d transactions rolled back as transient, want 1", transient)
+	}
+	_, err := d.ExecContext(ctx, `INSERT INTO users (id, name) VALUES ('a', 'A')`)
+	if !db.IsUniqueViolation(err) || db.IsTransient(err) {
+		t.Fatalf("duplicate insert: %v, transient %v", err, db.IsTransient(err))
 	}
 }
