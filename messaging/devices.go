@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/clarion-health/clarion/audit"
@@ -88,23 +89,43 @@ func GetDevice(ctx context.Context, q Queryer, id string) (Device, error) {
 	return d, err
 }
 
-// ActiveDevices returns the active devices of the given users.
+// ActiveDevices returns the active devices of a user, by id.
 func ActiveDevices(ctx context.Context, q Queryer, userID string) ([]Device, error) {
-	rows, err := q.QueryContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE user_id = $1 AND state = $2 ORDER BY id`,
-		userID, DeviceActive)
-	if err != nil {
-		return nil, fmt.Errorf("list devices: %w", err)
-	}
-	defer rows.Close()
-	var out []Device
-	for rows.Next() {
-		d, err := scanDevice(rows)
+	by, err := activeDevicesOf(ctx, q, []string{userID})
+	return by[userID], err
+}
+
+// activeDevicesOf returns the active devices of users, each user's by id,
+// 500 users a query.
+func activeDevicesOf(ctx context.Context, q Queryer, users []string) (map[string][]Device, error) {
+	out := make(map[string][]Device, len(users))
+	for lo := 0; lo < len(users); lo += 500 {
+		chunk := users[lo:min(lo+500, len(users))]
+		args := []any{DeviceActive}
+		marks := make([]string, len(chunk))
+		for i, u := range chunk {
+			args = append(args, u)
+			marks[i] = fmt.Sprintf("$%d", i+2)
+		}
+		rows, err := q.QueryContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE state = $1
+			AND user_id IN (`+strings.Join(marks, ", ")+`) ORDER BY user_id, id`, args...)
 		if err != nil {
 			return nil, fmt.Errorf("list devices: %w", err)
 		}
-		out = append(out, d)
+		for rows.Next() {
+			d, err := scanDevice(rows)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("list devices: %w", err)
+			}
+			out[d.UserID] = append(out[d.UserID], d)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("list devices: %w", err)
+		}
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // InvalidError is a request problem to show the caller.

@@ -2,6 +2,8 @@ package oncall
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -16,7 +18,8 @@ import (
 // the alerts of a batch in one unit.
 //
 // It remembers escalation policies too (GetPolicy): the alerts of a batch
-// mostly share one.
+// mostly share one. PrefetchUnits reads every roster of a batch's units
+// at once, instead of one read per unit and role.
 //
 // Use a Memo only for one transaction that edits no roster or policy: it
 // does not see an edit made through it after its first read.
@@ -24,6 +27,7 @@ type Memo struct {
 	Queryer
 	mu       sync.Mutex
 	holders  map[memoKey][]string
+	loaded   map[memoKey]bool // units (role "") whose every roster is in holders
 	policies map[string]Policy
 }
 
@@ -34,7 +38,37 @@ type memoKey struct {
 
 // NewMemo wraps q, normally a transaction.
 func NewMemo(q Queryer) *Memo {
-	return &Memo{Queryer: q, holders: map[memoKey][]string{}, policies: map[string]Policy{}}
+	return &Memo{Queryer: q, holders: map[memoKey][]string{}, loaded: map[memoKey]bool{}, policies: map[string]Policy{}}
+}
+
+// PrefetchUnits reads every roster of units at t in one query, so that
+// HoldersAt answers for any role of those units at t from memory (nobody,
+// for a role without a roster). It returns everyone holding one of those
+// roles at t, sorted, for the caller to read what it needs of them at
+// once (their devices).
+func (m *Memo) PrefetchUnits(ctx context.Context, units []string, t time.Time) ([]string, error) {
+	if len(units) == 0 {
+		return nil, nil
+	}
+	rosters, _, err := loadRosters(ctx, m.Queryer, rosterFilter{units: units, from: t, to: t.Add(time.Microsecond)})
+	if err != nil {
+		return nil, fmt.Errorf("holders: %w", err)
+	}
+	at := t.UnixMicro()
+	seen := map[string]bool{}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, r := range rosters {
+		h := r.HoldersAt(t)
+		m.holders[memoKey{k.UnitID, k.Role, at}] = h
+		for _, u := range h {
+			seen[u] = true
+		}
+	}
+	for _, u := range units {
+		m.loaded[memoKey{unit: u, at: at}] = true
+	}
+	return slices.Sorted(maps.Keys(seen)), nil
 }
 
 func (m *Memo) policy(ctx context.Context, id string) (Policy, error) {
@@ -58,6 +92,9 @@ func (m *Memo) holdersAt(ctx context.Context, unitID, role string, t time.Time) 
 	k := memoKey{unitID, role, t.UnixMicro()}
 	m.mu.Lock()
 	h, ok := m.holders[k]
+	if !ok && m.loaded[memoKey{unit: unitID, at: k.at}] {
+		ok = true // the unit's rosters were read, and none is this role's
+	}
 	m.mu.Unlock()
 	if ok {
 		return slices.Clone(h), nil

@@ -69,3 +69,64 @@ func TestMemoReadsARosterOnce(t *testing.T) {
 		}
 	})
 }
+
+// After PrefetchUnits a Memo answers every role of those units, held or
+// not, as the database does, with no further query, and names everyone
+// who holds one of them.
+func TestMemoPrefetchUnits(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		seedHospital(t, d)
+		ctx := context.Background()
+		when := local(2, 9)
+		// ICU: cat holds charge by a shift; 4W: ann holds RN by rotation,
+		// and sup is added to it by an override.
+		err := d.InTx(ctx, func(tx *sql.Tx) error {
+			if _, err := oncall.AddShift(ctx, tx, admin, oncall.Shift{UnitID: "ICU", Role: "charge", UserID: "cat",
+				Start: local(2, 7), End: local(2, 19)}); err != nil {
+				return err
+			}
+			_, _, err := oncall.AddOverride(ctx, tx, admin, oncall.Override{UnitID: "4W", Role: "RN", Kind: oncall.OverrideAdd,
+				UserID: "sup", Start: local(2, 8), End: local(2, 10)}, oncall.Edit{Now: now})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &countingQueryer{Queryer: d}
+		m := oncall.NewMemo(c)
+		users, err := m.PrefetchUnits(ctx, []string{"4W", "ICU"}, when)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{"ann", "cat", "sup"}; !slices.Equal(users, want) {
+			t.Fatalf("prefetched holders %v, want %v", users, want)
+		}
+		if c.n.Load() != 1 {
+			t.Fatalf("prefetch sent %d queries, want 1", c.n.Load())
+		}
+		for _, k := range []oncall.RoleKey{{UnitID: "4W", Role: "RN"}, {UnitID: "ICU", Role: "charge"},
+			{UnitID: "ICU", Role: "RN"}, {UnitID: "4W", Role: "charge"}} {
+			want, err := oncall.HoldersAt(ctx, d, k.UnitID, k.Role, when)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := oncall.HoldersAt(ctx, m, k.UnitID, k.Role, when)
+			if err != nil || !slices.Equal(got, want) {
+				t.Fatalf("%v: memo holders %v (%v), want %v", k, got, err, want)
+			}
+		}
+		if c.n.Load() != 1 {
+			t.Fatalf("the prefetched units sent %d more queries", c.n.Load()-1)
+		}
+		// Another time, or a unit not prefetched, is read as before.
+		if _, err := oncall.HoldersAt(ctx, m, "4W", "RN", local(2, 23)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := oncall.HoldersAt(ctx, m, "5E", "RN", when); err != nil {
+			t.Fatal(err)
+		}
+		if c.n.Load() != 3 {
+			t.Fatalf("reads outside the prefetch: %d queries, want 2", c.n.Load()-1)
+		}
+	})
+}

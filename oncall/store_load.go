@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -13,10 +14,12 @@ type RoleKey struct {
 	Role   string
 }
 
-// rosterFilter selects rosters: an empty unit or role means all. Dated
-// entries are loaded when they overlap [from, to); rotations always are.
+// rosterFilter selects rosters: an empty unit or role means all, units
+// (when unitID is empty) several. Dated entries are loaded when they
+// overlap [from, to); rotations always are.
 type rosterFilter struct {
 	unitID, role string
+	units        []string
 	from, to     time.Time
 }
 
@@ -36,9 +39,17 @@ func rosterQuery(f rosterFilter) (string, []any) {
 		return fmt.Sprintf("$%d", len(args))
 	}
 	zone, where := "", " WHERE TRUE"
-	if f.unitID != "" {
+	switch {
+	case f.unitID != "":
 		u := param(f.unitID)
 		zone, where = " WHERE id = "+u, where+" AND unit_id = "+u
+	case len(f.units) > 0:
+		marks := make([]string, len(f.units))
+		for i, u := range f.units {
+			marks[i] = param(u)
+		}
+		in := " IN (" + strings.Join(marks, ", ") + ")"
+		zone, where = " WHERE id"+in, where+" AND unit_id"+in
 	}
 	if f.role != "" {
 		where += " AND role = " + param(f.role)

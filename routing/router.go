@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -168,6 +170,18 @@ func (s *Session) Prefetch(ctx context.Context, patientIDs []string) error {
 		s.tx.contexts[id] = knownContext{c, ok}
 	}
 	return nil
+}
+
+// Units returns the units of the patients Prefetch found placed, sorted:
+// where the batch's alerts will mostly go.
+func (s *Session) Units() []string {
+	seen := map[string]bool{}
+	for _, k := range s.tx.contexts {
+		if u := k.c.Location.Unit; k.known && u != "" {
+			seen[u] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
 }
 
 // rules returns the ruleset, reading it at the first call.
