@@ -122,6 +122,16 @@ func (d *Deferred) Write(ctx context.Context, tx Execer, more ...Entry) error {
 	return writePending(ctx, tx, entries)
 }
 
+// Queue is Write on a queue (QueueBatch): the records are written when
+// the queue is sent.
+func (d *Deferred) Queue(q Queue, more ...Entry) error {
+	d.mu.Lock()
+	entries := append(d.entries, more...)
+	d.entries = nil
+	d.mu.Unlock()
+	return QueueBatch(q, entries)
+}
+
 // Querier runs read queries (a *sql.DB or *sql.Tx).
 type Querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)

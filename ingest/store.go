@@ -353,18 +353,29 @@ func (s *Store) SetStates(ctx context.Context, tx Tx, ids []string, state string
 	if len(ids) == 0 {
 		return nil
 	}
+	query, args := setStatesSQL(ids, state, now)
+	if _, err := tx.ExecContext(ctx, query, args...); err != nil {
+		return fmt.Errorf("set event states: %w", err)
+	}
+	return nil
+}
+
+// QueueStates is SetStates on a queue.
+func (s *Store) QueueStates(q Queue, ids []string, state string, now time.Time) {
+	if len(ids) > 0 {
+		query, args := setStatesSQL(ids, state, now)
+		q.Exec(query, args...)
+	}
+}
+
+func setStatesSQL(ids []string, state string, now time.Time) (string, []any) {
 	args := []any{state, now.UnixMicro()}
 	marks := make([]string, len(ids))
 	for i, id := range ids {
 		args = append(args, id)
 		marks[i] = fmt.Sprintf("$%d", i+3)
 	}
-	_, err := tx.ExecContext(ctx, `UPDATE events SET state = $1, processed_at = $2 WHERE id IN (`+
-		strings.Join(marks, ",")+`)`, args...)
-	if err != nil {
-		return fmt.Errorf("set event states: %w", err)
-	}
-	return nil
+	return `UPDATE events SET state = $1, processed_at = $2 WHERE id IN (` + strings.Join(marks, ",") + `)`, args
 }
 
 // SetState marks an event processed or failed.

@@ -243,15 +243,34 @@ func (e *Engine) pageWith(ctx context.Context, tx Queryer, a *routing.Alert, pol
 	return nil, sys("alert.unreachable", map[string]any{"alert_id": a.ID, "policy_id": a.PolicyID})
 }
 
-// devicesOf returns the active devices of users, in user order.
+// devicesOf returns the active devices of users, in user order: those
+// prefetched under ctx (HeldPages.PrefetchDevices) from memory, the
+// others read in one query.
 func devicesOf(ctx context.Context, tx Queryer, users []string) ([]Device, error) {
-	var out []Device
+	known := map[string][]Device{}
+	if h, ok := ctx.Value(heldPagesKey{}).(*HeldPages); ok {
+		known = h.devices
+	}
+	var unknown []string
 	for _, u := range users {
-		devs, err := ActiveDevices(ctx, tx, u)
-		if err != nil {
+		if _, ok := known[u]; !ok {
+			unknown = append(unknown, u)
+		}
+	}
+	read := map[string][]Device{}
+	if len(unknown) > 0 {
+		var err error
+		if read, err = activeDevicesOf(ctx, tx, unknown); err != nil {
 			return nil, err
 		}
-		out = append(out, devs...)
+	}
+	var out []Device
+	for _, u := range users {
+		if devs, ok := known[u]; ok {
+			out = append(out, devs...)
+		} else {
+			out = append(out, read[u]...)
+		}
 	}
 	return out, nil
 }
@@ -282,22 +301,15 @@ const timerInsert = `INSERT INTO escalation_timers (id, alert_id, step, due_at, 
 // common table expressions), where SQLite takes two or three: a round
 // trip less for each paged alert.
 func (e *Engine) storeMessage(ctx context.Context, tx Queryer, deviceID, id string, timer *pendingTimer, cols ...any) (int64, error) {
-	args := append([]any{id, deviceID}, cols...)
 	var seq int64
 	if e.db.Dialect == db.Postgres {
-		with := `WITH s AS (UPDATE devices SET next_seq = next_seq + 1 WHERE id = $2 RETURNING next_seq)`
-		if timer != nil {
-			n := len(args)
-			with += `, t AS (` + fmt.Sprintf(timerInsert, n+1, 3, n+2, n+3) + `)`
-			args = append(args, timer.id, timer.step, timer.due)
-		}
-		err := tx.QueryRowContext(ctx, with+` `+fmt.Sprintf(messageInsert, `(SELECT next_seq FROM s)`)+` RETURNING seq`,
-			args...).Scan(&seq)
-		if err != nil {
+		query, args := storeMessageSQL(deviceID, id, timer, cols)
+		if err := tx.QueryRowContext(ctx, query, args...).Scan(&seq); err != nil {
 			return 0, fmt.Errorf("store message: %w", err)
 		}
 		return seq, nil
 	}
+	args := append([]any{id, deviceID}, cols...)
 	if err := tx.QueryRowContext(ctx, `UPDATE devices SET next_seq = next_seq + 1 WHERE id = $1 RETURNING next_seq`,
 		deviceID).Scan(&seq); err != nil {
 		return 0, fmt.Errorf("next sequence: %w", err)
@@ -312,6 +324,19 @@ func (e *Engine) storeMessage(ctx context.Context, tx Queryer, deviceID, id stri
 		}
 	}
 	return seq, nil
+}
+
+// storeMessageSQL is storeMessage's statement on PostgreSQL; it returns
+// the sequence number.
+func storeMessageSQL(deviceID, id string, timer *pendingTimer, cols []any) (string, []any) {
+	args := append([]any{id, deviceID}, cols...)
+	with := `WITH s AS (UPDATE devices SET next_seq = next_seq + 1 WHERE id = $2 RETURNING next_seq)`
+	if timer != nil {
+		n := len(args)
+		with += `, t AS (` + fmt.Sprintf(timerInsert, n+1, 3, n+2, n+3) + `)`
+		args = append(args, timer.id, timer.step, timer.due)
+	}
+	return with + ` ` + fmt.Sprintf(messageInsert, `(SELECT next_seq FROM s)`) + ` RETURNING seq`, args
 }
 
 // send seals the alert for one device and stores it under the device's
@@ -386,9 +411,12 @@ func (e *Engine) storePage(ctx context.Context, tx Queryer, pg heldPage) error {
 // transaction, or two of them can each wait for the other: PostgreSQL
 // then rolls one back, a second later. Flush stores the held messages in
 // device order.
+//
+// The context also remembers the active devices PrefetchDevices read.
 type HeldPages struct {
-	e     *Engine
-	pages []heldPage
+	e       *Engine
+	pages   []heldPage
+	devices map[string][]Device // user → active devices, for the users prefetched
 }
 
 type heldPagesKey struct{}
@@ -402,20 +430,69 @@ func (e *Engine) HoldPages(ctx context.Context) (context.Context, *HeldPages) {
 	return context.WithValue(ctx, heldPagesKey{}, h), h
 }
 
+// PrefetchDevices reads the active devices of users in one query; paging
+// under this context then finds theirs in memory. For a transaction that
+// changes no device's state (routing a batch): the memory is not updated.
+func (h *HeldPages) PrefetchDevices(ctx context.Context, tx Queryer, users []string) error {
+	if len(users) == 0 {
+		return nil
+	}
+	got, err := activeDevicesOf(ctx, tx, users)
+	if err != nil {
+		return err
+	}
+	if h.devices == nil {
+		h.devices = make(map[string][]Device, len(users))
+	}
+	for _, u := range users {
+		h.devices[u] = got[u] // none is an answer too
+	}
+	return nil
+}
+
 // Held reports whether messages are waiting for Flush.
 func (h *HeldPages) Held() bool { return len(h.pages) > 0 }
 
 // Flush stores the held messages within tx, by device, each device's in
-// the order they were paged.
+// the order they were paged. On PostgreSQL, in a transaction db.InTx
+// began, their statements go together in one round trip (db.PipeIn).
 func (h *HeldPages) Flush(ctx context.Context, tx Queryer) error {
-	slices.SortStableFunc(h.pages, func(a, b heldPage) int { return cmp.Compare(a.deviceID, b.deviceID) })
-	for _, pg := range h.pages {
-		if err := h.e.storePage(ctx, tx, pg); err != nil {
-			return err
+	pages := h.pages
+	h.pages = nil
+	slices.SortStableFunc(pages, func(a, b heldPage) int { return cmp.Compare(a.deviceID, b.deviceID) })
+	t, ok := tx.(*sql.Tx)
+	if !ok || h.e.db.Dialect != db.Postgres || len(pages) < 2 {
+		for _, pg := range pages {
+			if err := h.e.storePage(ctx, tx, pg); err != nil {
+				return err
+			}
 		}
+		return nil
 	}
-	h.pages = h.pages[:0]
-	return nil
+	p := h.e.db.PipeIn(t)
+	entries := make([]audit.Entry, len(pages))
+	for i, pg := range pages {
+		entries[i] = pg.entry
+		query, args := storeMessageSQL(pg.deviceID, pg.id, pg.timer, pg.cols)
+		p.Query(func(rows db.Rows) error {
+			var seq int64
+			if !rows.Next() {
+				if err := rows.Err(); err != nil {
+					return err
+				}
+				return fmt.Errorf("device %s: no sequence number", pg.deviceID)
+			}
+			if err := rows.Scan(&seq); err != nil {
+				return err
+			}
+			entries[i].Detail["seq"] = seq
+			return nil
+		}, query, args...)
+	}
+	if err := p.Flush(ctx); err != nil {
+		return fmt.Errorf("store messages: %w", err)
+	}
+	return audit.AppendBatch(ctx, tx, entries)
 }
 
 // timerBatch is how many due timers one FireDue transaction claims: every

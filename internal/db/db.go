@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
@@ -41,6 +42,10 @@ type DB struct {
 	*sql.DB
 	Dialect Dialect
 }
+
+// txConns maps each PostgreSQL transaction InTx has open to its
+// connection (PipeIn).
+var txConns sync.Map // *sql.Tx → *sql.Conn
 
 //go:embed migrations/*.sql
 var migrations embed.FS
@@ -118,8 +123,24 @@ func (d *DB) Migrate(ctx context.Context) error {
 }
 
 // InTx runs fn in a transaction and commits it, or rolls back when fn fails.
+// On PostgreSQL the transaction runs on a connection taken for it and
+// remembered, so that PipeIn can send several of its statements at once.
 func (d *DB) InTx(ctx context.Context, fn func(tx *sql.Tx) error) error {
-	tx, err := d.BeginTx(ctx, nil)
+	var tx *sql.Tx
+	var err error
+	if d.Dialect == Postgres {
+		conn, cerr := d.Conn(ctx)
+		if cerr != nil {
+			return fmt.Errorf("begin: %w", cerr)
+		}
+		defer conn.Close()
+		if tx, err = conn.BeginTx(ctx, nil); err == nil {
+			txConns.Store(tx, conn)
+			defer txConns.Delete(tx)
+		}
+	} else {
+		tx, err = d.BeginTx(ctx, nil)
+	}
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}

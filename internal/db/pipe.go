@@ -29,9 +29,12 @@ type Rows = interface {
 // it; a scan function runs during that Flush. Statements must not depend
 // on each other's results within one Flush, except through the database
 // (a later statement may read what an earlier one wrote).
+//
+// PipeIn gives a Pipe within a transaction InTx has open instead.
 type Pipe struct {
 	pg    *pgx.Conn // PostgreSQL
-	tx    *sql.Tx   // SQLite
+	conn  *sql.Conn // PostgreSQL, within InTx: pg is taken from it at each Flush
+	tx    *sql.Tx   // SQLite, or a transaction without a known connection
 	begun bool
 	queue []queued
 }
@@ -92,12 +95,44 @@ func (d *DB) InPipe(ctx context.Context, fn func(p *Pipe) error) error {
 	})
 }
 
+// PipeIn returns a Pipe within tx: on PostgreSQL, when InTx began tx,
+// each Flush sends the queued statements in one round trip on tx's
+// connection (tx itself must not be used meanwhile); otherwise they run one
+// by one in tx. InTx commits.
+func (d *DB) PipeIn(tx *sql.Tx) *Pipe {
+	if c, ok := txConns.Load(tx); ok {
+		return &Pipe{conn: c.(*sql.Conn), begun: true}
+	}
+	return &Pipe{tx: tx}
+}
+
 func (p *Pipe) send(ctx context.Context, commit bool) error {
-	items := p.queue
-	p.queue = nil
+	if p.conn != nil {
+		if len(p.queue) == 0 {
+			return nil
+		}
+		return p.conn.Raw(func(dc any) error {
+			sc, ok := dc.(*stdlib.Conn)
+			if !ok {
+				return fmt.Errorf("pipe: driver connection is %T, not pgx", dc)
+			}
+			p.pg = sc.Conn()
+			defer func() { p.pg = nil }()
+			return p.sendPG(ctx, false)
+		})
+	}
 	if p.tx != nil {
+		items := p.queue
+		p.queue = nil
 		return runEach(ctx, p.tx, items)
 	}
+	return p.sendPG(ctx, commit)
+}
+
+// sendPG sends the queue to PostgreSQL as one batch.
+func (p *Pipe) sendPG(ctx context.Context, commit bool) error {
+	items := p.queue
+	p.queue = nil
 	if len(items) == 0 && (!commit || !p.begun) {
 		return nil
 	}

@@ -2,6 +2,7 @@ package db_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"testing"
 
@@ -81,6 +82,84 @@ func TestPipe(t *testing.T) {
 		// An empty pipe commits nothing and fails nothing.
 		if err := d.InPipe(ctx, func(*db.Pipe) error { return nil }); err != nil {
 			t.Fatal(err)
+		}
+	})
+}
+
+// A Pipe within an InTx transaction (PipeIn) sends its statements in that
+// transaction: the transaction reads what a flush wrote and the flush
+// what the transaction wrote, the commit keeps both, and a failed
+// statement rolls back the whole transaction. On PostgreSQL its flushes
+// are pipelined on the transaction's connection.
+func TestPipeIn(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		count := func(q interface {
+			QueryRowContext(context.Context, string, ...any) *sql.Row
+		}) int {
+			var n int
+			if err := q.QueryRowContext(ctx, `SELECT COUNT(*) FROM users`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		err := d.InTx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO users (id, name) VALUES ('u1', 'Ann')`); err != nil {
+				return err
+			}
+			p := d.PipeIn(tx)
+			if got, want := db.Pipelined(p), d.Dialect == db.Postgres; got != want {
+				t.Errorf("pipelined %v on %s", got, d.Dialect)
+			}
+			var seen int
+			p.Exec(`INSERT INTO users (id, name) VALUES ($1, $2)`, "u2", "Bob")
+			p.Query(func(rows db.Rows) error {
+				if !rows.Next() {
+					return errors.New("no count")
+				}
+				return rows.Scan(&seen)
+			}, `SELECT COUNT(*) FROM users`)
+			if err := p.Flush(ctx); err != nil {
+				return err
+			}
+			if seen != 2 || count(tx) != 2 {
+				t.Errorf("the flush counted %d users, the transaction %d; want 2", seen, count(tx))
+			}
+			p.Exec(`INSERT INTO users (id, name) VALUES ($1, $2)`, "u3", "Cat")
+			return p.Flush(ctx)
+		})
+		if err != nil || users(t, d) != 3 {
+			t.Fatalf("commit: %v, %d users", err, users(t, d))
+		}
+
+		err = d.InTx(ctx, func(tx *sql.Tx) error {
+			if _, err := tx.ExecContext(ctx, `INSERT INTO users (id, name) VALUES ('u4', 'Dan')`); err != nil {
+				return err
+			}
+			p := d.PipeIn(tx)
+			p.Exec(`INSERT INTO users (id, name) VALUES ($1, $2)`, "u5", "Eve")
+			p.Exec(`INSERT INTO users (id, name) VALUES ($1, $2)`, "u1", "Ann again")
+			return p.Flush(ctx)
+		})
+		if !db.IsUniqueViolation(err) || users(t, d) != 3 {
+			t.Fatalf("failed statement: %v, %d users", err, users(t, d))
+		}
+
+		// A transaction InTx did not begin: the statements run one by one.
+		tx, err := d.BeginTx(ctx, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := d.PipeIn(tx)
+		if db.Pipelined(p) {
+			t.Error("a transaction InTx did not begin is pipelined")
+		}
+		p.Exec(`INSERT INTO users (id, name) VALUES ($1, $2)`, "u6", "Fay")
+		if err := p.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := tx.Commit(); err != nil || users(t, d) != 4 {
+			t.Fatalf("commit: %v, %d users", err, users(t, d))
 		}
 	})
 }

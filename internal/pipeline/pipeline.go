@@ -252,6 +252,15 @@ func (l *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 		// before the next event of a patient paged in this batch.
 		actx, held := audit.Defer(ctx)
 		actx, pages := l.engine.HoldPages(actx)
+		// Who holds each role in the patients' units, and their devices,
+		// are read once for the batch too, not once for each alert.
+		users, err := q.PrefetchUnits(ctx, sess.Units(), now)
+		if err != nil {
+			return err
+		}
+		if err := pages.PrefetchDevices(actx, tx, users); err != nil {
+			return err
+		}
 		paged := map[string]bool{} // patients with messages held
 		for i := range evs {
 			patient := evs[i].Event.Patient.Key()
@@ -273,10 +282,13 @@ func (l *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 		if err := pages.Flush(actx, tx); err != nil {
 			return err
 		}
-		if err := held.Write(ctx, tx, entries...); err != nil {
+		// The audit records and the events' new state go together.
+		p := l.db.PipeIn(tx)
+		if err := held.Queue(p, entries...); err != nil {
 			return err
 		}
-		return l.events.SetStates(ctx, tx, ids, ingest.StateProcessed, now)
+		l.events.QueueStates(p, ids, ingest.StateProcessed, now)
+		return p.Flush(ctx)
 	})
 	if err != nil {
 		return 0, busy, err
