@@ -5,10 +5,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/clarion-health/clarion/audit"
+	"github.com/clarion-health/clarion/internal/db"
 	"github.com/clarion-health/clarion/internal/ids"
 )
 
@@ -91,41 +91,26 @@ func GetDevice(ctx context.Context, q Queryer, id string) (Device, error) {
 
 // ActiveDevices returns the active devices of a user, by id.
 func ActiveDevices(ctx context.Context, q Queryer, userID string) ([]Device, error) {
-	by, err := activeDevicesOf(ctx, q, []string{userID})
-	return by[userID], err
+	rows, err := q.QueryContext(ctx, activeDevicesSQL, userID, DeviceActive)
+	if err != nil {
+		return nil, fmt.Errorf("list devices: %w", err)
+	}
+	defer rows.Close()
+	return scanDevices(rows)
 }
 
-// activeDevicesOf returns the active devices of users, each user's by id,
-// 500 users a query.
-func activeDevicesOf(ctx context.Context, q Queryer, users []string) (map[string][]Device, error) {
-	out := make(map[string][]Device, len(users))
-	for lo := 0; lo < len(users); lo += 500 {
-		chunk := users[lo:min(lo+500, len(users))]
-		args := []any{DeviceActive}
-		marks := make([]string, len(chunk))
-		for i, u := range chunk {
-			args = append(args, u)
-			marks[i] = fmt.Sprintf("$%d", i+2)
-		}
-		rows, err := q.QueryContext(ctx, `SELECT `+deviceColumns+` FROM devices WHERE state = $1
-			AND user_id IN (`+strings.Join(marks, ", ")+`) ORDER BY user_id, id`, args...)
+const activeDevicesSQL = `SELECT ` + deviceColumns + ` FROM devices WHERE user_id = $1 AND state = $2 ORDER BY id`
+
+func scanDevices(rows db.Rows) ([]Device, error) {
+	var out []Device
+	for rows.Next() {
+		d, err := scanDevice(rows)
 		if err != nil {
 			return nil, fmt.Errorf("list devices: %w", err)
 		}
-		for rows.Next() {
-			d, err := scanDevice(rows)
-			if err != nil {
-				rows.Close()
-				return nil, fmt.Errorf("list devices: %w", err)
-			}
-			out[d.UserID] = append(out[d.UserID], d)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("list devices: %w", err)
-		}
+		out = append(out, d)
 	}
-	return out, nil
+	return out, rows.Err()
 }
 
 // InvalidError is a request problem to show the caller.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"time"
 
@@ -244,33 +245,22 @@ func (e *Engine) pageWith(ctx context.Context, tx Queryer, a *routing.Alert, pol
 }
 
 // devicesOf returns the active devices of users, in user order: those
-// prefetched under ctx (HeldPages.PrefetchDevices) from memory, the
-// others read in one query.
+// prefetched under ctx (HeldPages.PrefetchDevices) from memory.
 func devicesOf(ctx context.Context, tx Queryer, users []string) ([]Device, error) {
-	known := map[string][]Device{}
+	var known map[string][]Device
 	if h, ok := ctx.Value(heldPagesKey{}).(*HeldPages); ok {
 		known = h.devices
 	}
-	var unknown []string
-	for _, u := range users {
-		if _, ok := known[u]; !ok {
-			unknown = append(unknown, u)
-		}
-	}
-	read := map[string][]Device{}
-	if len(unknown) > 0 {
-		var err error
-		if read, err = activeDevicesOf(ctx, tx, unknown); err != nil {
-			return nil, err
-		}
-	}
 	var out []Device
 	for _, u := range users {
-		if devs, ok := known[u]; ok {
-			out = append(out, devs...)
-		} else {
-			out = append(out, read[u]...)
+		devs, ok := known[u]
+		if !ok {
+			var err error
+			if devs, err = ActiveDevices(ctx, tx, u); err != nil {
+				return nil, err
+			}
 		}
+		out = append(out, devs...)
 	}
 	return out, nil
 }
@@ -430,23 +420,31 @@ func (e *Engine) HoldPages(ctx context.Context) (context.Context, *HeldPages) {
 	return context.WithValue(ctx, heldPagesKey{}, h), h
 }
 
-// PrefetchDevices reads the active devices of users in one query; paging
-// under this context then finds theirs in memory. For a transaction that
-// changes no device's state (routing a batch): the memory is not updated.
-func (h *HeldPages) PrefetchDevices(ctx context.Context, tx Queryer, users []string) error {
+// PrefetchDevices reads the active devices of users, a query each all
+// sent at once on p (one round trip on PostgreSQL, p a Pipe within the
+// transaction); paging under this context then finds theirs in memory.
+// For a transaction that changes no device's state (routing a batch): the
+// memory is not updated.
+func (h *HeldPages) PrefetchDevices(ctx context.Context, p *db.Pipe, users []string) error {
 	if len(users) == 0 {
 		return nil
 	}
-	got, err := activeDevicesOf(ctx, tx, users)
-	if err != nil {
+	got := make(map[string][]Device, len(users))
+	for _, u := range users {
+		p.Query(func(rows db.Rows) error {
+			devs, err := scanDevices(rows)
+			got[u] = devs // none is an answer too
+			return err
+		}, activeDevicesSQL, u, DeviceActive)
+	}
+	if err := p.Flush(ctx); err != nil {
 		return err
 	}
 	if h.devices == nil {
-		h.devices = make(map[string][]Device, len(users))
+		h.devices = got
+		return nil
 	}
-	for _, u := range users {
-		h.devices[u] = got[u] // none is an answer too
-	}
+	maps.Copy(h.devices, got)
 	return nil
 }
 

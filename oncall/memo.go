@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/clarion-health/clarion/internal/db"
 )
 
 // Memo is a Queryer that remembers who holds each role: HoldersAt (and
@@ -19,7 +21,7 @@ import (
 //
 // It remembers escalation policies too (GetPolicy): the alerts of a batch
 // mostly share one. PrefetchUnits reads every roster of a batch's units
-// at once, instead of one read per unit and role.
+// at once, instead of one round trip per unit and role.
 //
 // Use a Memo only for one transaction that edits no roster or policy: it
 // does not see an edit made through it after its first read.
@@ -41,24 +43,36 @@ func NewMemo(q Queryer) *Memo {
 	return &Memo{Queryer: q, holders: map[memoKey][]string{}, loaded: map[memoKey]bool{}, policies: map[string]Policy{}}
 }
 
-// PrefetchUnits reads every roster of units at t in one query, so that
-// HoldersAt answers for any role of those units at t from memory (nobody,
-// for a role without a roster). It returns everyone holding one of those
-// roles at t, sorted, for the caller to read what it needs of them at
-// once (their devices).
-func (m *Memo) PrefetchUnits(ctx context.Context, units []string, t time.Time) ([]string, error) {
+// PrefetchUnits reads every roster of units at t, a query per unit all
+// sent at once on p (one round trip on PostgreSQL), so that HoldersAt
+// answers for any role of those units at t from memory (nobody, for a role
+// without a roster). It returns everyone holding one of those roles at t,
+// sorted, for the caller to read what it needs of them at once (their
+// devices). p must be a Pipe within the Memo's transaction.
+func (m *Memo) PrefetchUnits(ctx context.Context, p *db.Pipe, units []string, t time.Time) ([]string, error) {
 	if len(units) == 0 {
 		return nil, nil
 	}
-	rosters, _, err := loadRosters(ctx, m.Queryer, rosterFilter{units: units, from: t, to: t.Add(time.Microsecond)})
-	if err != nil {
-		return nil, fmt.Errorf("holders: %w", err)
+	set := newRosterSet()
+	for _, u := range units {
+		query, args := rosterQuery(rosterFilter{unitID: u, from: t, to: t.Add(time.Microsecond)})
+		p.Query(func(rows db.Rows) error {
+			for rows.Next() {
+				if err := set.add(rows.Scan); err != nil {
+					return err
+				}
+			}
+			return rows.Err()
+		}, query, args...)
+	}
+	if err := p.Flush(ctx); err != nil {
+		return nil, fmt.Errorf("holders: load rosters: %w", err)
 	}
 	at := t.UnixMicro()
 	seen := map[string]bool{}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for k, r := range rosters {
+	for k, r := range set.rosters {
 		h := r.HoldersAt(t)
 		m.holders[memoKey{k.UnitID, k.Role, at}] = h
 		for _, u := range h {

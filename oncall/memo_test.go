@@ -92,41 +92,44 @@ func TestMemoPrefetchUnits(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := &countingQueryer{Queryer: d}
-		m := oncall.NewMemo(c)
-		users, err := m.PrefetchUnits(ctx, []string{"4W", "ICU"}, when)
+		err = d.InTx(ctx, func(tx *sql.Tx) error {
+			c := &countingQueryer{Queryer: tx}
+			m := oncall.NewMemo(c)
+			users, err := m.PrefetchUnits(ctx, d.PipeIn(tx), []string{"4W", "ICU"}, when)
+			if err != nil {
+				return err
+			}
+			if want := []string{"ann", "cat", "sup"}; !slices.Equal(users, want) {
+				t.Errorf("prefetched holders %v, want %v", users, want)
+			}
+			for _, k := range []oncall.RoleKey{{UnitID: "4W", Role: "RN"}, {UnitID: "ICU", Role: "charge"},
+				{UnitID: "ICU", Role: "RN"}, {UnitID: "4W", Role: "charge"}} {
+				want, err := oncall.HoldersAt(ctx, tx, k.UnitID, k.Role, when)
+				if err != nil {
+					return err
+				}
+				got, err := oncall.HoldersAt(ctx, m, k.UnitID, k.Role, when)
+				if err != nil || !slices.Equal(got, want) {
+					t.Errorf("%v: memo holders %v (%v), want %v", k, got, err, want)
+				}
+			}
+			if c.n.Load() != 0 {
+				t.Errorf("the prefetched units sent %d queries", c.n.Load())
+			}
+			// Another time, or a unit not prefetched, is read as before.
+			if _, err := oncall.HoldersAt(ctx, m, "4W", "RN", local(2, 23)); err != nil {
+				return err
+			}
+			if _, err := oncall.HoldersAt(ctx, m, "5E", "RN", when); err != nil {
+				return err
+			}
+			if c.n.Load() != 2 {
+				t.Errorf("reads outside the prefetch: %d queries, want 2", c.n.Load())
+			}
+			return nil
+		})
 		if err != nil {
 			t.Fatal(err)
-		}
-		if want := []string{"ann", "cat", "sup"}; !slices.Equal(users, want) {
-			t.Fatalf("prefetched holders %v, want %v", users, want)
-		}
-		if c.n.Load() != 1 {
-			t.Fatalf("prefetch sent %d queries, want 1", c.n.Load())
-		}
-		for _, k := range []oncall.RoleKey{{UnitID: "4W", Role: "RN"}, {UnitID: "ICU", Role: "charge"},
-			{UnitID: "ICU", Role: "RN"}, {UnitID: "4W", Role: "charge"}} {
-			want, err := oncall.HoldersAt(ctx, d, k.UnitID, k.Role, when)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got, err := oncall.HoldersAt(ctx, m, k.UnitID, k.Role, when)
-			if err != nil || !slices.Equal(got, want) {
-				t.Fatalf("%v: memo holders %v (%v), want %v", k, got, err, want)
-			}
-		}
-		if c.n.Load() != 1 {
-			t.Fatalf("the prefetched units sent %d more queries", c.n.Load()-1)
-		}
-		// Another time, or a unit not prefetched, is read as before.
-		if _, err := oncall.HoldersAt(ctx, m, "4W", "RN", local(2, 23)); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := oncall.HoldersAt(ctx, m, "5E", "RN", when); err != nil {
-			t.Fatal(err)
-		}
-		if c.n.Load() != 3 {
-			t.Fatalf("reads outside the prefetch: %d queries, want 2", c.n.Load()-1)
 		}
 	})
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -14,12 +13,10 @@ type RoleKey struct {
 	Role   string
 }
 
-// rosterFilter selects rosters: an empty unit or role means all, units
-// (when unitID is empty) several. Dated entries are loaded when they
-// overlap [from, to); rotations always are.
+// rosterFilter selects rosters: an empty unit or role means all. Dated
+// entries are loaded when they overlap [from, to); rotations always are.
 type rosterFilter struct {
 	unitID, role string
-	units        []string
 	from, to     time.Time
 }
 
@@ -39,17 +36,9 @@ func rosterQuery(f rosterFilter) (string, []any) {
 		return fmt.Sprintf("$%d", len(args))
 	}
 	zone, where := "", " WHERE TRUE"
-	switch {
-	case f.unitID != "":
+	if f.unitID != "" {
 		u := param(f.unitID)
 		zone, where = " WHERE id = "+u, where+" AND unit_id = "+u
-	case len(f.units) > 0:
-		marks := make([]string, len(f.units))
-		for i, u := range f.units {
-			marks[i] = param(u)
-		}
-		in := " IN (" + strings.Join(marks, ", ") + ")"
-		zone, where = " WHERE id"+in, where+" AND unit_id"+in
 	}
 	if f.role != "" {
 		where += " AND role = " + param(f.role)
@@ -94,69 +83,82 @@ type rosterRow struct {
 // unit it selects. Unit-roles that only appear as required (no entries
 // yet) are included, so coverage sees them.
 func loadRosters(ctx context.Context, q Queryer, f rosterFilter) (map[RoleKey]*Roster, map[string]*time.Location, error) {
-	out := map[RoleKey]*Roster{}
-	zones := map[string]*time.Location{}
-	get := func(unit, role string) *Roster {
-		k := RoleKey{unit, role}
-		r := out[k]
-		if r == nil {
-			r = &Roster{UnitID: unit, Role: role, Loc: zones[unit]}
-			if r.Loc == nil {
-				r.Loc = time.UTC
-			}
-			out[k] = r
-		}
-		return r
-	}
+	set := newRosterSet()
 	query, args := rosterQuery(f)
-	err := eachRow(ctx, q, query, args,
-		func(scan func(...any) error) error {
-			var w rosterRow
-			if err := scan(&w.tbl, &w.id, &w.unit, &w.role, &w.s1, &w.s2, &w.s3, &w.t1, &w.t2, &w.t3, &w.t4, &w.or); err != nil {
-				return err
-			}
-			switch w.tbl {
-			case rowZone: // first, so every roster below finds its zone
-				loc, err := time.LoadLocation(w.s1)
-				if err != nil {
-					return fmt.Errorf("unit %s zone: %w", w.id, err)
-				}
-				zones[w.id] = loc
-			case rowUnitRole:
-				get(w.unit, w.role)
-			case rowRotation:
-				var rot Rotation
-				if err := json.Unmarshal([]byte(w.s1), &rot); err != nil {
-					return fmt.Errorf("rotation definition: %w", err)
-				}
-				r := get(w.unit, w.role)
-				r.Rotations = append(r.Rotations, rot)
-			case rowShift:
-				r := get(w.unit, w.role)
-				r.Shifts = append(r.Shifts, Shift{ID: w.id, UnitID: w.unit, Role: w.role, UserID: w.s1,
-					Start: micros(w.t1), End: micros(w.t2)})
-			case rowTemporary:
-				var ts TemporarySchedule
-				if err := json.Unmarshal([]byte(w.s1), &ts); err != nil {
-					return fmt.Errorf("temporary schedule definition: %w", err)
-				}
-				r := get(w.unit, w.role)
-				r.Temporary = append(r.Temporary, ts)
-			case rowSwap:
-				r := get(w.unit, w.role)
-				r.Swaps = append(r.Swaps, Swap{ID: w.id, UnitID: w.unit, Role: w.role, UserA: w.s1, UserB: w.s2,
-					AStart: micros(w.t1), AEnd: micros(w.t2), BStart: micros(w.t3), BEnd: micros(w.t4)})
-			case rowOverride:
-				r := get(w.unit, w.role)
-				r.Overrides = append(r.Overrides, Override{ID: w.id, UnitID: w.unit, Role: w.role, Kind: w.s1,
-					UserID: w.s2, ReplacesUserID: w.s3, Start: micros(w.t1), End: micros(w.t2)})
-			}
-			return nil
-		})
-	if err != nil {
+	if err := eachRow(ctx, q, query, args, set.add); err != nil {
 		return nil, nil, fmt.Errorf("load rosters: %w", err)
 	}
-	return out, zones, nil
+	return set.rosters, set.zones, nil
+}
+
+// rosterSet gathers rosters from the rows of rosterQuery, of one query or
+// several.
+type rosterSet struct {
+	rosters map[RoleKey]*Roster
+	zones   map[string]*time.Location
+}
+
+func newRosterSet() *rosterSet {
+	return &rosterSet{rosters: map[RoleKey]*Roster{}, zones: map[string]*time.Location{}}
+}
+
+func (set *rosterSet) get(unit, role string) *Roster {
+	k := RoleKey{unit, role}
+	r := set.rosters[k]
+	if r == nil {
+		r = &Roster{UnitID: unit, Role: role, Loc: set.zones[unit]}
+		if r.Loc == nil {
+			r.Loc = time.UTC
+		}
+		set.rosters[k] = r
+	}
+	return r
+}
+
+// add takes in one row (scan reads it). A query's zone rows come first,
+// so every roster of its units finds its zone.
+func (set *rosterSet) add(scan func(...any) error) error {
+	var w rosterRow
+	if err := scan(&w.tbl, &w.id, &w.unit, &w.role, &w.s1, &w.s2, &w.s3, &w.t1, &w.t2, &w.t3, &w.t4, &w.or); err != nil {
+		return err
+	}
+	switch w.tbl {
+	case rowZone:
+		loc, err := time.LoadLocation(w.s1)
+		if err != nil {
+			return fmt.Errorf("unit %s zone: %w", w.id, err)
+		}
+		set.zones[w.id] = loc
+	case rowUnitRole:
+		set.get(w.unit, w.role)
+	case rowRotation:
+		var rot Rotation
+		if err := json.Unmarshal([]byte(w.s1), &rot); err != nil {
+			return fmt.Errorf("rotation definition: %w", err)
+		}
+		r := set.get(w.unit, w.role)
+		r.Rotations = append(r.Rotations, rot)
+	case rowShift:
+		r := set.get(w.unit, w.role)
+		r.Shifts = append(r.Shifts, Shift{ID: w.id, UnitID: w.unit, Role: w.role, UserID: w.s1,
+			Start: micros(w.t1), End: micros(w.t2)})
+	case rowTemporary:
+		var ts TemporarySchedule
+		if err := json.Unmarshal([]byte(w.s1), &ts); err != nil {
+			return fmt.Errorf("temporary schedule definition: %w", err)
+		}
+		r := set.get(w.unit, w.role)
+		r.Temporary = append(r.Temporary, ts)
+	case rowSwap:
+		r := set.get(w.unit, w.role)
+		r.Swaps = append(r.Swaps, Swap{ID: w.id, UnitID: w.unit, Role: w.role, UserA: w.s1, UserB: w.s2,
+			AStart: micros(w.t1), AEnd: micros(w.t2), BStart: micros(w.t3), BEnd: micros(w.t4)})
+	case rowOverride:
+		r := set.get(w.unit, w.role)
+		r.Overrides = append(r.Overrides, Override{ID: w.id, UnitID: w.unit, Role: w.role, Kind: w.s1,
+			UserID: w.s2, ReplacesUserID: w.s3, Start: micros(w.t1), End: micros(w.t2)})
+	}
+	return nil
 }
 
 // loadRoster reads one unit-role's roster for [from, to).

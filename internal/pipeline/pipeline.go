@@ -254,11 +254,11 @@ func (l *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 		actx, pages := l.engine.HoldPages(actx)
 		// Who holds each role in the patients' units, and their devices,
 		// are read once for the batch too, not once for each alert.
-		users, err := q.PrefetchUnits(ctx, sess.Units(), now)
+		users, err := q.PrefetchUnits(ctx, l.db.PipeIn(tx), sess.Units(), now)
 		if err != nil {
 			return err
 		}
-		if err := pages.PrefetchDevices(actx, tx, users); err != nil {
+		if err := pages.PrefetchDevices(actx, l.db.PipeIn(tx), users); err != nil {
 			return err
 		}
 		paged := map[string]bool{} // patients with messages held
