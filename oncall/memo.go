@@ -48,10 +48,11 @@ func NewMemo(q Queryer) *Memo {
 // answers for any role of those units at t from memory (nobody, for a role
 // without a roster). It returns everyone holding one of those roles at t,
 // sorted, for the caller to read what it needs of them at once (their
-// devices). p must be a Pipe within the Memo's transaction.
+// devices). p must be a Pipe within the Memo's transaction; whatever else
+// is queued on it is sent along.
 func (m *Memo) PrefetchUnits(ctx context.Context, p *db.Pipe, units []string, t time.Time) ([]string, error) {
 	if len(units) == 0 {
-		return nil, nil
+		return nil, p.Flush(ctx) // what others queued on p
 	}
 	set := newRosterSet()
 	for _, u := range units {

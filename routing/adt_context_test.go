@@ -47,7 +47,7 @@ func routeAll(t *testing.T, d *db.DB, now time.Time, evs ...*ingest.Event) []rou
 }
 
 // routeInSession routes evs in one transaction, through one routing
-// session that prefetched their patients' contexts, as the pipeline
+// session that prefetched their patients' contexts and alerts, as the pipeline
 // routes a batch. Before the commit, it checks that the session's view of
 // each patient's context is what the database holds.
 func routeInSession(t *testing.T, d *db.DB, now time.Time, evs ...*ingest.Event) {
@@ -61,6 +61,11 @@ func routeInSession(t *testing.T, d *db.DB, now time.Time, evs ...*ingest.Event)
 			patients = append(patients, routing.PatientID(keyPseudo{}, ev.Patient))
 		}
 		if err := sess.Prefetch(ctx, patients); err != nil {
+			return err
+		}
+		p := d.PipeIn(tx)
+		sess.QueueActive(p, patients) // their answers are checked (export_test.go)
+		if err := p.Flush(ctx); err != nil {
 			return err
 		}
 		for i, ev := range evs {

@@ -242,6 +242,9 @@ func (r *Router) planNormal(ctx context.Context, q Queryer, st *routeState, rule
 // apply carries a plan out in tx.
 func (r *Router) apply(ctx context.Context, tx Queryer, st *routeState, h Hit, p *Plan, out *Outcome) error {
 	rule := &h.Rule.Rule
+	if t, ok := tx.(*rtx); ok && p.Action != ActionNone {
+		t.touch(st.patientID)
+	}
 	if h.Normal && p.Sustain != nil {
 		// A run that ends without opening an alert is a spike the sustain
 		// window kept from paging anyone.
@@ -438,6 +441,14 @@ func (r *Router) findActive(ctx context.Context, q Queryer, key string) (*active
 // activeByKey lists the alerts holding key, open and held ones first;
 // withAccepted adds accepted ones (auto-resolve closes those too).
 func (r *Router) activeByKey(ctx context.Context, q Queryer, key string, withAccepted bool) ([]activeAlert, error) {
+	if t, ok := q.(*rtx); ok {
+		if got, ok := t.activeFor(key, withAccepted); ok {
+			if verifyActive {
+				return got, t.verifyActive(ctx, r, key, withAccepted, got)
+			}
+			return got, nil
+		}
+	}
 	accepted := ""
 	if withAccepted {
 		accepted = StateAccepted
@@ -474,16 +485,21 @@ func (r *Router) activeByKey(ctx context.Context, q Queryer, key string, withAcc
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
-	// Open and held before accepted: dedup folds into those only.
+	return openFirst(out), nil
+}
+
+// openFirst puts open and held alerts before accepted ones: dedup folds
+// into those only.
+func openFirst(alerts []activeAlert) []activeAlert {
 	var first, rest []activeAlert
-	for _, a := range out {
+	for _, a := range alerts {
 		if a.state == StateAccepted {
 			rest = append(rest, a)
 		} else {
 			first = append(first, a)
 		}
 	}
-	return append(first, rest...), nil
+	return append(first, rest...)
 }
 
 func containsAlert(list []activeAlert, id string) bool {

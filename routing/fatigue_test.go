@@ -179,6 +179,22 @@ func TestFatigueControls(t *testing.T) {
 					t.Errorf("alert.closed detail %v", d)
 				}
 			}},
+		{"dedup: a firing after the alert was accepted opens a new one; the next folds into that",
+			routing.Options{}, func() []routing.Rule { return []routing.Rule{spo2Low(nil)} },
+			func(t *testing.T, h *hospital) {
+				id := h.route(reading("59408-5", 84, "%", 0)).Opened[0].ID
+				if err := routing.SetAlertState(h.ctx, h.d, id, routing.StateAccepted, 0, "rn1", t0.Add(10*time.Second)); err != nil {
+					t.Fatal(err)
+				}
+				out := h.at(time.Minute).route(reading("59408-5", 83, "%", time.Minute))
+				if len(out.Opened) != 1 || len(out.Updated) != 0 {
+					t.Fatalf("outcome %+v, want a new alert beside the accepted one", out)
+				}
+				again := h.at(2 * time.Minute).route(reading("59408-5", 82, "%", 2*time.Minute))
+				if !slices.Equal(again.Updated, []string{out.Opened[0].ID}) {
+					t.Fatalf("outcome %+v, want the new alert updated", again)
+				}
+			}},
 		{"auto-resolve when the IHE alarm ends",
 			routing.Options{}, func() []routing.Rule {
 				r := baseRule("vent")

@@ -98,15 +98,24 @@ func (h *hospital) put(rules ...routing.Rule) {
 	}
 }
 
-// route routes ev at h.now as the next event.
+// route routes ev at h.now as the next event, in a session that read the
+// patient's active alerts first, as the pipeline's batches do: each dedup
+// lookup it answers from them is checked against the database
+// (export_test.go).
 func (h *hospital) route(ev *ingest.Event) routing.Outcome {
 	h.t.Helper()
 	h.seq++
 	id := fmt.Sprintf("evt_%03d", h.seq)
 	var out routing.Outcome
 	err := h.d.InTx(h.ctx, func(tx *sql.Tx) error {
+		sess := h.router.Session(tx)
+		p := h.d.PipeIn(tx)
+		sess.QueueActive(p, []string{routing.PatientID(keyPseudo{}, ev.Patient)})
+		if err := p.Flush(h.ctx); err != nil {
+			return err
+		}
 		var err error
-		out, err = h.router.Route(h.ctx, tx, id, ev, keyPseudo{}, h.now)
+		out, err = sess.Route(h.ctx, id, ev, keyPseudo{}, h.now)
 		return err
 	})
 	if err != nil {

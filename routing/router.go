@@ -139,6 +139,10 @@ type rtx struct {
 	// contexts holds the patient contexts Prefetch read, kept current by
 	// the context writes made through the session.
 	contexts map[string]knownContext
+	// active and touched: the alerts QueueActive read, by patient, and
+	// the patients whose alerts the session has written since.
+	active  map[string][]keyedAlert
+	touched map[string]bool
 }
 
 // knownContext is GetContext's answer for one patient.
@@ -200,6 +204,16 @@ func (t *rtx) rules(ctx context.Context) (*Ruleset, error) {
 func (s *Session) Route(ctx context.Context, eventID string, ev *ingest.Event, pseudo Pseudonymizer, now time.Time) (Outcome, error) {
 	r, tx := s.tx.r, s.tx
 	out := Outcome{PatientID: PatientID(pseudo, ev.Patient)}
+	if ev.Kind != ingest.KindResult && ev.Kind != ingest.KindAlarm {
+		// ADT moves, closes and merges alerts: what was read of them goes.
+		tx.touch(out.PatientID)
+		if ev.Other != nil {
+			tx.touch(PatientID(pseudo, ev.Other.Patient))
+		}
+		if ev.PriorPatient != nil {
+			tx.touch(PatientID(pseudo, *ev.PriorPatient))
+		}
+	}
 	var err error
 	switch ev.Kind {
 	case ingest.KindSwap:

@@ -253,8 +253,11 @@ func (l *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 		actx, held := audit.Defer(ctx)
 		actx, pages := l.engine.HoldPages(actx)
 		// Who holds each role in the patients' units, and their devices,
-		// are read once for the batch too, not once for each alert.
-		users, err := q.PrefetchUnits(ctx, l.db.PipeIn(tx), sess.Units(), now)
+		// are read once for the batch too, not once for each alert; so are
+		// the patients' active alerts.
+		pre := l.db.PipeIn(tx)
+		sess.QueueActive(pre, patients) // their alerts, for dedup: sent with the rosters
+		users, err := q.PrefetchUnits(ctx, pre, sess.Units(), now)
 		if err != nil {
 			return err
 		}

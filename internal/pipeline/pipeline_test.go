@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +24,13 @@ import (
 	"github.com/clarion-health/clarion/oncall"
 	"github.com/clarion-health/clarion/routing"
 )
+
+// Every dedup lookup a batch answers from its prefetched alerts is
+// checked against the database.
+func TestMain(m *testing.M) {
+	routing.VerifyPrefetch(true)
+	os.Exit(m.Run())
+}
 
 type recorder struct {
 	mu     sync.Mutex
@@ -293,6 +301,57 @@ func TestBatchRoutesInArrivalOrder(t *testing.T) {
 			if r.ObjectID != ids[i] {
 				t.Fatalf("record %d routes %s, want %s", i, r.ObjectID, ids[i])
 			}
+		}
+	})
+}
+
+// A batch reads its patients' active alerts once (routing.QueueActive):
+// a result in a later batch still folds into the open alert an earlier
+// batch opened, a patient's second result in one batch into the alert its
+// first opened, and after a transfer that moved it; each answer given
+// from memory is checked against the database (TestMain).
+func TestBatchDedupAcrossBatches(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		f := newFixture(t, d)
+		p, q := ingest.Patient{ID: "MRN1"}, ingest.Patient{ID: "MRN2"}
+		batch := func(want int, evs ...*ingest.Event) {
+			t.Helper()
+			for _, ev := range evs {
+				f.store1(ev)
+			}
+			if n, err := f.worker.ProcessBatch(context.Background(), 32); err != nil || n != want {
+				t.Fatalf("ProcessBatch: %d %v, want %d", n, err, want)
+			}
+		}
+		batch(3,
+			&ingest.Event{Kind: ingest.KindAdmit, Patient: p, Location: ingest.Location{Unit: "ICU", Bed: "1"}},
+			&ingest.Event{Kind: ingest.KindAdmit, Patient: q, Location: ingest.Location{Unit: "4W", Bed: "2"}},
+			&ingest.Event{Kind: ingest.KindResult, Patient: p, Observations: []ingest.Observation{obs("2823-3", 7, "HH")}})
+		batch(3,
+			&ingest.Event{Kind: ingest.KindResult, Patient: p, Observations: []ingest.Observation{obs("2823-3", 6.8, "HH")}},
+			&ingest.Event{Kind: ingest.KindResult, Patient: q, Observations: []ingest.Observation{obs("2823-3", 6.7, "HH")}},
+			&ingest.Event{Kind: ingest.KindResult, Patient: q, Observations: []ingest.Observation{obs("2823-3", 6.9, "HH")}})
+		if got := f.count(`SELECT COUNT(*) FROM alerts WHERE state = 'open'`); got != 2 {
+			t.Fatalf("%d open alerts, want one for each patient", got)
+		}
+		if got := f.count(`SELECT SUM(updates) FROM alerts`); got != 2 {
+			t.Fatalf("%d updates, want 2 (p's second result, q's second)", got)
+		}
+		// A transfer moves q's alert (an ADT write): q's next result in the
+		// batch reads its alerts from the database again.
+		batch(3,
+			&ingest.Event{Kind: ingest.KindResult, Patient: q, Observations: []ingest.Observation{obs("2823-3", 7.1, "HH")}},
+			&ingest.Event{Kind: ingest.KindTransfer, Patient: q, Location: ingest.Location{Unit: "ICU", Bed: "3"}},
+			&ingest.Event{Kind: ingest.KindResult, Patient: q, Observations: []ingest.Observation{obs("2823-3", 7.3, "HH")}})
+		batch(1, &ingest.Event{Kind: ingest.KindResult, Patient: p, Observations: []ingest.Observation{obs("2823-3", 7.2, "HH")}})
+		if got := f.count(`SELECT COUNT(*) FROM alerts`); got != 2 {
+			t.Fatalf("%d alerts in all, want 2", got)
+		}
+		if got := f.count(`SELECT SUM(updates) FROM alerts`); got != 5 {
+			t.Fatalf("%d updates, want 5", got)
+		}
+		if got := f.count(`SELECT COUNT(*) FROM alerts WHERE unit = 'ICU'`); got != 2 {
+			t.Fatalf("%d alerts on ICU, want both (q's moved)", got)
 		}
 	})
 }
