@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -102,6 +103,7 @@ type harness struct {
 	exited   chan error
 	logs     *syncBuffer
 	admin    string
+	started  bool // once: a restart keeps its addresses
 }
 
 type syncBuffer struct {
@@ -181,8 +183,28 @@ func (h *harness) cliCode(args ...string) (string, int) {
 	return stdout.String(), 0
 }
 
-// start runs `clarion serve` and waits until /readyz answers 200.
+// start runs `clarion serve` and waits until /readyz answers 200. A port
+// freeAddr found free can be taken by another test before the server binds
+// it: a first start then takes other ports (a restart keeps its own).
 func (h *harness) start(env ...string) {
+	h.t.Helper()
+	for attempt := 1; ; attempt++ {
+		err := h.launch(env)
+		if err == nil {
+			h.started = true
+			return
+		}
+		if !h.started && attempt < 3 && strings.Contains(h.logs.String(), "address already in use") {
+			h.httpAddr, h.mllpAddr = freeAddr(h.t), freeAddr(h.t)
+			continue
+		}
+		h.t.Fatalf("server exited while starting: %v", err)
+	}
+}
+
+// launch runs `clarion serve` and returns once /readyz answers 200, or
+// with the exit error when the server exits first.
+func (h *harness) launch(env []string) error {
 	h.t.Helper()
 	args := append([]string{"serve", "--http-addr", h.httpAddr, "--mllp-addr", h.mllpAddr}, h.storeArgs()...)
 	if h.b.natsURL != "" {
@@ -202,13 +224,16 @@ func (h *harness) start(env ...string) {
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return nil
 			}
 		}
 		select {
 		case err := <-h.exited:
 			h.proc = nil
-			h.t.Fatalf("server exited while starting: %v", err)
+			if err == nil {
+				err = errors.New("exit status 0")
+			}
+			return err
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
