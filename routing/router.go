@@ -143,6 +143,7 @@ type rtx struct {
 	// the patients whose alerts the session has written since.
 	active  map[string][]keyedAlert
 	touched map[string]bool
+	gen     *int64 // the rules' generation, when QueueRules read it
 }
 
 // knownContext is GetContext's answer for one patient.
@@ -188,16 +189,45 @@ func (s *Session) Units() []string {
 	return slices.Sorted(maps.Keys(seen))
 }
 
-// rules returns the ruleset, reading it at the first call.
+// rules returns the ruleset, reading it at the first call (from the
+// generation QueueRules read, when it did).
 func (t *rtx) rules(ctx context.Context) (*Ruleset, error) {
 	if t.rs == nil {
-		rs, err := t.r.Ruleset(ctx, t.Queryer)
+		var rs *Ruleset
+		var err error
+		if t.gen != nil {
+			rs, err = t.r.rulesetAt(ctx, t.Queryer, *t.gen)
+		} else {
+			rs, err = t.r.Ruleset(ctx, t.Queryer)
+		}
 		if err != nil {
 			return nil, err
 		}
 		t.rs = rs
 	}
 	return t.rs, nil
+}
+
+// QueueRules queues, on p, the read of the rules' generation that the
+// session's first routing would send on its own: once p is flushed, the
+// rules in force are known without it (reloaded only when changed). p
+// must be a Pipe within the session's transaction.
+func (s *Session) QueueRules(p *db.Pipe) {
+	t := s.tx
+	p.Query(func(rows db.Rows) error {
+		if !rows.Next() {
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			return errors.New("rule generation: no row")
+		}
+		var g int64
+		if err := rows.Scan(&g); err != nil {
+			return fmt.Errorf("rule generation: %w", err)
+		}
+		t.gen = &g
+		return nil
+	}, ruleGenerationSQL)
 }
 
 // Route is Router.Route within the session's transaction.
@@ -247,6 +277,12 @@ func (r *Router) Ruleset(ctx context.Context, q Queryer) (*Ruleset, error) {
 	if err != nil {
 		return nil, err
 	}
+	return r.rulesetAt(ctx, q, gen)
+}
+
+// rulesetAt is Ruleset once the rules' generation, gen, has been read.
+func (r *Router) rulesetAt(ctx context.Context, q Queryer, gen int64) (*Ruleset, error) {
+	var err error
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.loaded && gen == r.gen {

@@ -381,10 +381,12 @@ func ApplyRules(ctx context.Context, tx Queryer, c *Compiler, actor audit.Entry,
 	return res, err
 }
 
+const ruleGenerationSQL = `SELECT generation FROM rule_generation WHERE id = 1`
+
 // ruleGeneration reads the counter every rule change bumps.
 func ruleGeneration(ctx context.Context, q Queryer) (int64, error) {
 	var g int64
-	if err := q.QueryRowContext(ctx, `SELECT generation FROM rule_generation WHERE id = 1`).Scan(&g); err != nil {
+	if err := q.QueryRowContext(ctx, ruleGenerationSQL).Scan(&g); err != nil {
 		return 0, fmt.Errorf("rule generation: %w", err)
 	}
 	return g, nil

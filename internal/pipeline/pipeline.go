@@ -257,6 +257,7 @@ func (l *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 		// the patients' active alerts.
 		pre := l.db.PipeIn(tx)
 		sess.QueueActive(pre, patients) // their alerts, for dedup: sent with the rosters
+		sess.QueueRules(pre)
 		users, err := q.PrefetchUnits(ctx, pre, sess.Units(), now)
 		if err != nil {
 			return err

@@ -356,6 +356,49 @@ func TestBatchDedupAcrossBatches(t *testing.T) {
 	})
 }
 
+// Each batch reads the rules' generation with its other reads
+// (routing.QueueRules): a rule disabled, then enabled again, between
+// batches takes effect at the next one.
+func TestBatchSeesRuleChanges(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		f := newFixture(t, d)
+		ctx := context.Background()
+		kCrit := routing.Rule{ID: "k-crit", Name: "Critical potassium", Priority: routing.PriorityHigh,
+			Match:  routing.Match{Codes: []routing.Code{{System: "LN", Code: "2823-3"}}, Flags: []string{"HH"}},
+			Target: routing.Target{Role: "RN"}, PolicyID: "nursing", LockText: "{priority} alert on {unit}", Body: "K {value}"}
+		setEnabled := func(on bool) {
+			t.Helper()
+			r := kCrit
+			r.Enabled = on
+			if err := d.InTx(ctx, func(tx *sql.Tx) error {
+				return routing.PutRule(ctx, tx, audit.Entry{ActorType: audit.ActorSystem, ActorID: "test"}, r, f.now)
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		route := func(patient string) {
+			t.Helper()
+			p := ingest.Patient{ID: patient}
+			f.store1(&ingest.Event{Kind: ingest.KindAdmit, Patient: p, Location: ingest.Location{Unit: "ICU", Bed: patient}})
+			f.store1(&ingest.Event{Kind: ingest.KindResult, Patient: p, Observations: []ingest.Observation{obs("2823-3", 7, "HH")}})
+			if n, err := f.worker.ProcessBatch(ctx, 32); err != nil || n != 2 {
+				t.Fatalf("ProcessBatch: %d %v", n, err)
+			}
+		}
+		route("MRN1")
+		setEnabled(false)
+		route("MRN2")
+		if got := f.count(`SELECT COUNT(*) FROM alerts`); got != 1 {
+			t.Fatalf("%d alerts with the rule disabled, want only the first", got)
+		}
+		setEnabled(true)
+		route("MRN3")
+		if got := f.count(`SELECT COUNT(*) FROM alerts`); got != 2 {
+			t.Fatalf("%d alerts once the rule is enabled again, want 2", got)
+		}
+	})
+}
+
 // An event that cannot be read fails its batch; the worker then routes the
 // events one by one, so the others are routed and the bad one is set aside
 // after its attempts.
