@@ -115,21 +115,22 @@ func Defer(ctx context.Context) (context.Context, *Deferred) {
 // Write appends the held records, then more, within tx, in order, and
 // empties d.
 func (d *Deferred) Write(ctx context.Context, tx Execer, more ...Entry) error {
-	d.mu.Lock()
-	entries := append(d.entries, more...)
-	d.entries = nil
-	d.mu.Unlock()
-	return writePending(ctx, tx, entries)
+	return writePending(ctx, tx, d.take(more))
 }
 
 // Queue is Write on a queue (QueueBatch): the records are written when
 // the queue is sent.
 func (d *Deferred) Queue(q Queue, more ...Entry) error {
+	return QueueBatch(q, d.take(more))
+}
+
+// take empties d, returning what it held followed by more.
+func (d *Deferred) take(more []Entry) []Entry {
 	d.mu.Lock()
+	defer d.mu.Unlock()
 	entries := append(d.entries, more...)
 	d.entries = nil
-	d.mu.Unlock()
-	return QueueBatch(q, entries)
+	return entries
 }
 
 // Querier runs read queries (a *sql.DB or *sql.Tx).

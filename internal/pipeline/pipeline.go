@@ -254,15 +254,16 @@ func (l *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 		actx, pages := l.engine.HoldPages(actx)
 		// Who holds each role in the patients' units, and their devices,
 		// are read once for the batch too, not once for each alert; so are
-		// the patients' active alerts.
-		pre := l.db.PipeIn(tx)
-		sess.QueueActive(pre, patients) // their alerts, for dedup: sent with the rosters
-		sess.QueueRules(pre)
-		users, err := q.PrefetchUnits(ctx, pre, sess.Units(), now)
+		// the patients' active alerts. One pipe serves the batch's reads
+		// and last writes, each flush a round trip.
+		p := l.db.PipeIn(tx)
+		sess.QueueActive(p, patients) // their alerts, for dedup: sent with the rosters
+		sess.QueueRules(p)
+		users, err := q.PrefetchUnits(ctx, p, sess.Units(), now)
 		if err != nil {
 			return err
 		}
-		if err := pages.PrefetchDevices(actx, l.db.PipeIn(tx), users); err != nil {
+		if err := pages.PrefetchDevices(actx, p, users); err != nil {
 			return err
 		}
 		paged := map[string]bool{} // patients with messages held
@@ -287,7 +288,6 @@ func (l *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 			return err
 		}
 		// The audit records and the events' new state go together.
-		p := l.db.PipeIn(tx)
 		if err := held.Queue(p, entries...); err != nil {
 			return err
 		}
