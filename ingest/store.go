@@ -290,10 +290,16 @@ const (
 		ORDER BY received_at, id LIMIT $2`
 	// The first pending barrier, when no event of any partition (0 to
 	// $1-1) is older; another node claiming it skips it. Both reads go
-	// through events_pending_part, each bounded by the barrier.
+	// through events_pending_part, each bounded by the barrier. The outer
+	// state test is not redundant: a claim whose snapshot predates another
+	// transaction's commit of this barrier finds the row updated, and
+	// PostgreSQL rechecks only the outer conditions on its newest version
+	// (the id's subquery keeps its old answer); without the test the
+	// barrier would be claimed, and routed, twice.
 	claimBarrierSQL = `SELECT id, received_at, payload FROM events e
 		WHERE e.id = (SELECT id FROM events WHERE state = 'pending' AND route_part IS NULL
 			ORDER BY received_at, id LIMIT 1)
+		AND e.state = 'pending'
 		AND NOT EXISTS (SELECT 1 FROM generate_series(0, $1::int - 1) AS p(part) CROSS JOIN LATERAL (SELECT 1 FROM events o
 			WHERE o.state = 'pending' AND o.route_part = p.part AND o.received_at <= e.received_at
 				AND (o.received_at, o.id) < (e.received_at, e.id) LIMIT 1) x)

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -225,5 +226,67 @@ func TestClaimUnpartitionedInOrder(t *testing.T) {
 		if got := e.claimAndRoute(ingest.AllParts()); !slices.Equal(got, []string{want}) {
 			t.Fatalf("claimed %v, want %s alone", got, want)
 		}
+	}
+}
+
+// Barriers claimed by several transactions at once, each claimer spinning
+// as an idle lane does: every barrier is claimed exactly once. A claim
+// whose snapshot predates another's commit must not take the barrier that
+// commit just marked processed (PostgreSQL rechecks a locked row's
+// conditions on its newest version: the state must be among them).
+func TestBarrierClaimedOnce(t *testing.T) {
+	d := dbtest.Postgres(t)
+	e := newClaimEnv(t, d)
+	a, b, _, _ := twoPatients(t)
+	const barriers = 60
+	for range barriers {
+		e.put(ingest.Event{Kind: ingest.KindMerge, Patient: a, PriorPatient: &b})
+	}
+	ctx := context.Background()
+	claims := make(chan string, 4*barriers)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				var ids []string
+				err := d.InTx(ctx, func(tx *sql.Tx) error {
+					evs, err := e.store.ClaimBatch(ctx, tx, nil, 10)
+					if err != nil {
+						return err
+					}
+					ids = ids[:0]
+					for _, ev := range evs {
+						ids = append(ids, ev.ID)
+					}
+					return e.store.SetStates(ctx, tx, ids, ingest.StateProcessed, e.at)
+				})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for _, id := range ids {
+					claims <- id
+				}
+				var pending int
+				if err := d.QueryRowContext(ctx, `SELECT COUNT(*) FROM events WHERE state = 'pending'`).Scan(&pending); err != nil {
+					t.Error(err)
+					return
+				}
+				if pending == 0 {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(claims)
+	seen := map[string]int{}
+	for id := range claims {
+		if seen[id]++; seen[id] > 1 {
+			t.Errorf("barrier %s claimed %d times", id, seen[id])
+		}
+	}
+	if len(seen) != barriers {
+		t.Fatalf("%d barriers claimed, want %d", len(seen), barriers)
 	}
 }
