@@ -453,13 +453,22 @@ func (h *HeldPages) Held() bool { return len(h.pages) > 0 }
 
 // Flush stores the held messages within tx, by device, each device's in
 // the order they were paged. On PostgreSQL, in a transaction db.InTx
-// began, their statements go together in one round trip (db.PipeIn).
+// began, their statements go together in one round trip (db.PipeIn); in
+// a db.Behind, with what its Pipe holds (the alerts they page, say).
 func (h *HeldPages) Flush(ctx context.Context, tx Queryer) error {
 	pages := h.pages
 	h.pages = nil
 	slices.SortStableFunc(pages, func(a, b heldPage) int { return cmp.Compare(a.deviceID, b.deviceID) })
-	t, ok := tx.(*sql.Tx)
-	if !ok || h.e.db.Dialect != db.Postgres || len(pages) < 2 {
+	var p *db.Pipe
+	switch t := tx.(type) {
+	case *db.Behind:
+		p = t.Pipe
+	case *sql.Tx:
+		if len(pages) > 1 {
+			p = h.e.db.PipeIn(t)
+		}
+	}
+	if p == nil || h.e.db.Dialect != db.Postgres {
 		for _, pg := range pages {
 			if err := h.e.storePage(ctx, tx, pg); err != nil {
 				return err
@@ -467,7 +476,6 @@ func (h *HeldPages) Flush(ctx context.Context, tx Queryer) error {
 		}
 		return nil
 	}
-	p := h.e.db.PipeIn(t)
 	entries := make([]audit.Entry, len(pages))
 	for i, pg := range pages {
 		entries[i] = pg.entry

@@ -65,14 +65,11 @@ func (s *Session) QueueActive(p *db.Pipe, patientIDs []string) {
 // key's patient (the dedup key begins with the patient id) and the
 // session has written none of that patient's alerts since.
 func (t *rtx) activeFor(key string, withAccepted bool) ([]activeAlert, bool) {
-	patient, _, found := strings.Cut(key, "|")
-	if !found || t.touched[patient] {
+	if !t.vouches(key) {
 		return nil, false
 	}
-	known, ok := t.active[patient]
-	if !ok {
-		return nil, false
-	}
+	patient, _, _ := strings.Cut(key, "|")
+	known := t.active[patient]
 	var hits []keyedAlert
 	for _, k := range known {
 		s := k.alert.state
@@ -88,6 +85,50 @@ func (t *rtx) activeFor(key string, withAccepted bool) ([]activeAlert, bool) {
 		}
 	}
 	return openFirst(out), true
+}
+
+// WriteBehind lets the session queue, on p, the insert of a new alert
+// whose dedup lookup it answered from QueueActive's reads, rather than
+// send it at once: those reads vouch that no open alert holds its key
+// (only the routing of the patient's partition, this transaction, opens
+// one), and nothing reads the alert back before the batch's messages are
+// stored. p must be the Pipe of a db.Behind the session's transaction
+// runs on, so that any statement sent meanwhile sends the insert first.
+// Should the insert find the key taken after all, the flush fails and
+// the transaction with it.
+func (s *Session) WriteBehind(p *db.Pipe) { s.tx.behind = p }
+
+// queueInsert queues a's insert on the WriteBehind pipe, when the
+// session may: free, keyFree(a.DedupKey) before the plan was applied.
+func (t *rtx) queueInsert(sealer Sealer, a *Alert, free bool) bool {
+	if t.behind == nil || !free {
+		return false
+	}
+	query, args := insertAlertSQL(sealer, a)
+	t.behind.ExecChecked(func(n int64) error {
+		if n != 1 {
+			return fmt.Errorf("open alert %s: an alert is open for its dedup key, which the batch's reads did not show", a.ID)
+		}
+		return nil
+	}, query, args...)
+	return true
+}
+
+// keyFree reports whether the session's reads vouch that no alert is
+// open for key, so that a new alert's insert under it cannot conflict.
+func (t *rtx) keyFree(key string) bool {
+	open, ok := t.activeFor(key, false)
+	return ok && !slices.ContainsFunc(open, func(a activeAlert) bool { return a.state == StateOpen })
+}
+
+// vouches reports whether the session answers the dedup lookups of key
+// from QueueActive's reads: it holds the key's patient (a dedup key
+// begins with the patient id) and has written none of that patient's
+// alerts since.
+func (t *rtx) vouches(key string) bool {
+	patient, _, found := strings.Cut(key, "|")
+	_, known := t.active[patient]
+	return found && known && !t.touched[patient]
 }
 
 // touch notes that the session writes (or may write) the alerts of these

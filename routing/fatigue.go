@@ -242,7 +242,10 @@ func (r *Router) planNormal(ctx context.Context, q Queryer, st *routeState, rule
 // apply carries a plan out in tx.
 func (r *Router) apply(ctx context.Context, tx Queryer, st *routeState, h Hit, p *Plan, out *Outcome) error {
 	rule := &h.Rule.Rule
-	if t, ok := tx.(*rtx); ok && p.Action != ActionNone {
+	t, _ := tx.(*rtx)
+	free := false // the session's reads vouch that no alert is open for the key
+	if t != nil && p.Action != ActionNone {
+		free = t.keyFree(p.DedupKey)
 		t.touch(st.patientID)
 	}
 	if h.Normal && p.Sustain != nil {
@@ -303,9 +306,12 @@ func (r *Router) apply(ctx context.Context, tx Queryer, st *routeState, h Hit, p
 		}
 	}
 	a := p.Alert
-	inserted, err := insertAlert(ctx, tx, r.sealer, a)
-	if err != nil {
-		return err
+	inserted := t != nil && t.queueInsert(r.sealer, a, free)
+	if !inserted {
+		var err error
+		if inserted, err = insertAlert(ctx, tx, r.sealer, a); err != nil {
+			return err
+		}
 	}
 	if !inserted {
 		// A concurrent router opened the key first: fold into it.

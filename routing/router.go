@@ -144,6 +144,9 @@ type rtx struct {
 	active  map[string][]keyedAlert
 	touched map[string]bool
 	gen     *int64 // the rules' generation, when QueueRules read it
+	// behind, set by WriteBehind: where new alerts the session's reads
+	// vouch for are queued instead of sent.
+	behind *db.Pipe
 }
 
 // knownContext is GetContext's answer for one patient.

@@ -252,19 +252,26 @@ const alertColumns = `id, rule_id, event_id, patient_id, dedup_key, priority, un
 // insertAlert adds an open alert unless one is already open for its dedup
 // key; it reports whether it inserted.
 func insertAlert(ctx context.Context, tx Queryer, sealer Sealer, a *Alert) (bool, error) {
-	res, err := tx.ExecContext(ctx, `INSERT INTO alerts (`+alertColumns+`)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL, $17, $18, $19, $20, $21, $22,
-		NULL, '')
-		ON CONFLICT (dedup_key) WHERE state = 'open' DO NOTHING`,
-		a.ID, a.RuleID, a.EventID, a.PatientID, a.DedupKey, a.Priority, a.Unit, a.TargetRole, a.PolicyID,
-		a.State, a.Step, a.LockText, sealer.Seal([]byte(a.Body), []byte(a.ID)), a.Updates,
-		a.CreatedAt.UnixMicro(), a.UpdatedAt.UnixMicro(), a.TargetKind, a.TargetID, a.DelayPct, boolInt(a.Failsafe),
-		a.GroupName, microsOrNil(a.ReleaseAt))
+	query, args := insertAlertSQL(sealer, a)
+	res, err := tx.ExecContext(ctx, query, args...)
 	if err != nil {
 		return false, fmt.Errorf("insert alert: %w", err)
 	}
 	n, err := res.RowsAffected()
 	return n == 1, err
+}
+
+// insertAlertSQL is insertAlert's statement: it inserts nothing when an
+// alert is open for the dedup key.
+func insertAlertSQL(sealer Sealer, a *Alert) (string, []any) {
+	return `INSERT INTO alerts (` + alertColumns + `)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, NULL, $17, $18, $19, $20, $21, $22,
+		NULL, '')
+		ON CONFLICT (dedup_key) WHERE state = 'open' DO NOTHING`,
+		[]any{a.ID, a.RuleID, a.EventID, a.PatientID, a.DedupKey, a.Priority, a.Unit, a.TargetRole, a.PolicyID,
+			a.State, a.Step, a.LockText, sealer.Seal([]byte(a.Body), []byte(a.ID)), a.Updates,
+			a.CreatedAt.UnixMicro(), a.UpdatedAt.UnixMicro(), a.TargetKind, a.TargetID, a.DelayPct, boolInt(a.Failsafe),
+			a.GroupName, microsOrNil(a.ReleaseAt)}
 }
 
 // GetAlert loads an alert and opens its body. forUpdate locks the row on

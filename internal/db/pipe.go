@@ -37,12 +37,14 @@ type Pipe struct {
 	tx    *sql.Tx   // SQLite, or a transaction without a known connection
 	begun bool
 	queue []queued
+	err   error // the first failed flush's: the transaction is lost
 }
 
 type queued struct {
 	query string
 	args  []any
-	scan  func(Rows) error // nil for a statement without rows
+	scan  func(Rows) error           // nil for a statement without rows
+	check func(affected int64) error // for a statement without rows; may be nil
 }
 
 // Exec queues a statement.
@@ -50,13 +52,29 @@ func (p *Pipe) Exec(query string, args ...any) {
 	p.queue = append(p.queue, queued{query: query, args: args})
 }
 
+// ExecChecked queues a statement whose count of affected rows check
+// judges when it is sent: an error fails the Flush.
+func (p *Pipe) ExecChecked(check func(affected int64) error, query string, args ...any) {
+	p.queue = append(p.queue, queued{query: query, args: args, check: check})
+}
+
+// Queued reports whether statements wait to be sent.
+func (p *Pipe) Queued() bool { return len(p.queue) > 0 }
+
 // Query queues a statement whose rows scan reads when it is sent.
 func (p *Pipe) Query(scan func(Rows) error, query string, args ...any) {
 	p.queue = append(p.queue, queued{query: query, args: args, scan: scan})
 }
 
-// Flush sends the queued statements and runs their scan functions.
-func (p *Pipe) Flush(ctx context.Context) error { return p.send(ctx, false) }
+// Flush sends the queued statements and runs their scan functions. Once
+// a Flush has failed, every later one returns its error: a statement of
+// the transaction failed, and nothing after it can be kept.
+func (p *Pipe) Flush(ctx context.Context) error {
+	if p.err == nil {
+		p.err = p.send(ctx, false)
+	}
+	return p.err
+}
 
 // InPipe runs fn in a pipelined transaction and commits it, sending what fn
 // left queued with the commit; it rolls back when fn or a statement fails.
@@ -169,7 +187,11 @@ func readResults(br pgx.BatchResults, first bool, items []queued, commit bool) e
 	}
 	for _, it := range items {
 		if it.scan == nil {
-			if _, err := br.Exec(); err != nil {
+			tag, err := br.Exec()
+			if err == nil && it.check != nil {
+				err = it.check(tag.RowsAffected())
+			}
+			if err != nil {
 				return err
 			}
 			continue
@@ -199,7 +221,14 @@ func readResults(br pgx.BatchResults, first bool, items []queued, commit bool) e
 func runEach(ctx context.Context, tx *sql.Tx, items []queued) error {
 	for _, it := range items {
 		if it.scan == nil {
-			if _, err := tx.ExecContext(ctx, it.query, it.args...); err != nil {
+			res, err := tx.ExecContext(ctx, it.query, it.args...)
+			if err == nil && it.check != nil {
+				var n int64
+				if n, err = res.RowsAffected(); err == nil {
+					err = it.check(n)
+				}
+			}
+			if err != nil {
 				return err
 			}
 			continue
@@ -220,4 +249,40 @@ func runEach(ctx context.Context, tx *sql.Tx, items []queued) error {
 		}
 	}
 	return nil
+}
+
+// Behind is a transaction with writes held behind: statements queued on
+// its Pipe are sent before any statement run through the transaction
+// itself, so that no read misses a queued write, and otherwise together,
+// with the Pipe's next Flush. Code that writes a row nobody reads back at
+// once (a new alert, say) queues it and spares a round trip; code that
+// knows nothing of the Pipe sees every write in order all the same.
+type Behind struct {
+	*sql.Tx
+	Pipe *Pipe
+}
+
+// ExecContext sends what is queued, then runs query.
+func (b *Behind) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if err := b.Pipe.Flush(ctx); err != nil {
+		return nil, err
+	}
+	return b.Tx.ExecContext(ctx, query, args...)
+}
+
+// QueryContext sends what is queued, then runs query.
+func (b *Behind) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if err := b.Pipe.Flush(ctx); err != nil {
+		return nil, err
+	}
+	return b.Tx.QueryContext(ctx, query, args...)
+}
+
+// QueryRowContext sends what is queued, then runs query. A *sql.Row
+// cannot carry a failed flush's error; the query runs in a transaction
+// that is lost either way, and the Pipe's next Flush, which the owner of
+// the transaction owes before committing, returns that error.
+func (b *Behind) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
+	_ = b.Pipe.Flush(ctx)
+	return b.Tx.QueryRowContext(ctx, query, args...)
 }

@@ -145,6 +145,51 @@ func TestPipeIn(t *testing.T) {
 			t.Fatalf("failed statement: %v, %d users", err, users(t, d))
 		}
 
+		// A checked statement reports the rows it affected; one its check
+		// refuses fails the flush, and every flush after it: the
+		// transaction is lost.
+		refused := errors.New("refused")
+		err = d.InTx(ctx, func(tx *sql.Tx) error {
+			p := d.PipeIn(tx)
+			affected := int64(-1)
+			p.ExecChecked(func(n int64) error { affected = n; return nil }, `UPDATE users SET name = 'Ann B' WHERE id = 'u1'`)
+			if err := p.Flush(ctx); err != nil || affected != 1 {
+				t.Errorf("checked update: %v, %d rows", err, affected)
+			}
+			p.ExecChecked(func(int64) error { return refused }, `UPDATE users SET name = 'X' WHERE id = 'nobody'`)
+			if err := p.Flush(ctx); !errors.Is(err, refused) {
+				t.Errorf("refused check: flush %v", err)
+			}
+			p.Exec(`INSERT INTO users (id, name) VALUES ($1, $2)`, "u9", "Ian")
+			return p.Flush(ctx)
+		})
+		if !errors.Is(err, refused) || users(t, d) != 3 {
+			t.Fatalf("after a refused check: %v, %d users", err, users(t, d))
+		}
+
+		// Behind: a statement run on the transaction sends what waits on
+		// the pipe first.
+		err = d.InTx(ctx, func(tx *sql.Tx) error {
+			p := d.PipeIn(tx)
+			b := &db.Behind{Tx: tx, Pipe: p}
+			p.Exec(`INSERT INTO users (id, name) VALUES ($1, $2)`, "u7", "Gus")
+			if n := count(b); n != 4 || p.Queued() {
+				t.Errorf("behind: counted %d users, queued %v; want 4, false", n, p.Queued())
+			}
+			p.Exec(`INSERT INTO users (id, name) VALUES ($1, $2)`, "u8", "Hal")
+			if _, err := b.ExecContext(ctx, `UPDATE users SET name = 'Hal B' WHERE id = 'u8'`); err != nil {
+				return err
+			}
+			return p.Flush(ctx)
+		})
+		if err != nil || users(t, d) != 5 {
+			t.Fatalf("behind: %v, %d users", err, users(t, d))
+		}
+		var name string
+		if err := d.QueryRowContext(ctx, `SELECT name FROM users WHERE id = 'u8'`).Scan(&name); err != nil || name != "Hal B" {
+			t.Fatalf("behind: u8 is %q %v, want the update after the queued insert", name, err)
+		}
+
 		// A transaction InTx did not begin: the statements run one by one.
 		tx, err := d.BeginTx(ctx, nil)
 		if err != nil {
@@ -158,7 +203,7 @@ func TestPipeIn(t *testing.T) {
 		if err := p.Flush(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if err := tx.Commit(); err != nil || users(t, d) != 4 {
+		if err := tx.Commit(); err != nil || users(t, d) != 6 {
 			t.Fatalf("commit: %v, %d users", err, users(t, d))
 		}
 	})

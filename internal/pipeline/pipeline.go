@@ -231,10 +231,16 @@ func (l *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 		}
 		ids := make([]string, len(evs))
 		entries := make([]audit.Entry, len(evs))
+		// One pipe serves the batch's reads and last writes, each flush a
+		// round trip; the alerts the batch opens wait on it too, until
+		// their messages are stored or a statement is sent (db.Behind).
+		p := l.db.PipeIn(tx)
+		btx := &db.Behind{Tx: tx, Pipe: p}
 		// Routing edits no roster: who holds a role is read once per
 		// transaction, by routing and the escalation's start alike.
-		q := oncall.NewMemo(tx)
+		q := oncall.NewMemo(btx)
 		sess := l.router.Session(q)
+		sess.WriteBehind(p)
 		// The patients' contexts are read for the whole batch at once.
 		patients := make([]string, 0, len(evs))
 		for i := range evs {
@@ -254,9 +260,7 @@ func (l *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 		actx, pages := l.engine.HoldPages(actx)
 		// Who holds each role in the patients' units, and their devices,
 		// are read once for the batch too, not once for each alert; so are
-		// the patients' active alerts. One pipe serves the batch's reads
-		// and last writes, each flush a round trip.
-		p := l.db.PipeIn(tx)
+		// the patients' active alerts.
 		sess.QueueActive(p, patients) // their alerts, for dedup: sent with the rosters
 		sess.QueueRules(p)
 		users, err := q.PrefetchUnits(ctx, p, sess.Units(), now)
@@ -270,7 +274,7 @@ func (l *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 		for i := range evs {
 			patient := evs[i].Event.Patient.Key()
 			if paged[patient] {
-				if err := pages.Flush(actx, tx); err != nil {
+				if err := pages.Flush(actx, btx); err != nil {
 					return err
 				}
 				clear(paged)
@@ -284,7 +288,7 @@ func (l *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 			}
 			done, ids[i], entries[i] = append(done, r), evs[i].ID, entry
 		}
-		if err := pages.Flush(actx, tx); err != nil {
+		if err := pages.Flush(actx, btx); err != nil {
 			return err
 		}
 		// The audit records and the events' new state go together.
