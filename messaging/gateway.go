@@ -53,12 +53,14 @@ type Gateway struct {
 	sweep time.Duration
 	// base ends every connection at shutdown: http.Server.Shutdown does not
 	// touch hijacked (WebSocket) connections.
-	base     context.Context
-	stop     context.CancelFunc
-	conns    sync.WaitGroup
-	live     atomic.Int64                     // connections being served
-	fetch    *fetcher                         // reads what the node's connections are owed (fetch.go)
-	receipts *groupcommit.Committer[*receipt] // delivered and read receipts (receipts.go)
+	base  context.Context
+	stop  context.CancelFunc
+	conns sync.WaitGroup
+	live  atomic.Int64 // connections being served
+	fetch *fetcher     // reads what the node's connections are owed (fetch.go)
+	// fetchConn is the fetcher's connection, used by its goroutine only.
+	fetchConn *fetchConn
+	receipts  *groupcommit.Committer[*receipt] // delivered and read receipts (receipts.go)
 }
 
 // Connections returns how many device connections this node serves now.
@@ -91,7 +93,7 @@ func WithSweep(d time.Duration) GatewayOption {
 func NewGateway(d *db.DB, e *Engine, sub Subscriber, log *slog.Logger, heartbeat time.Duration, opts ...GatewayOption) *Gateway {
 	base, stop := context.WithCancel(context.Background())
 	g := &Gateway{db: d, engine: e, sub: sub, log: log, heartbeat: heartbeat, writeTimeout: 10 * time.Second, batch: 256, expiryCheck: time.Minute, sweep: sweepEvery,
-		base: base, stop: stop, fetch: newFetcher()}
+		base: base, stop: stop, fetch: newFetcher(), fetchConn: &fetchConn{db: d}}
 	g.receipts = newReceipts(g)
 	for _, o := range opts {
 		o(g)

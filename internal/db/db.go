@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" driver
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"
@@ -198,12 +197,3 @@ func IsTransient(err error) bool {
 	state := sqlState(err)
 	return state == "40P01" || state == "40001"
 }
-
-// PlanEachTime, passed first among a statement's arguments on PostgreSQL,
-// has the statement planned for its parameters at every execution rather
-// than prepared once: pgx caches prepared statements, and PostgreSQL soon
-// settles on a generic plan, made at the sizes the tables had then. For a
-// statement whose plan a young table can spoil (a scan of every row once
-// the table has grown), and that runs seldom enough for planning each time
-// to cost nothing worth having.
-var PlanEachTime any = pgx.QueryExecModeExec
