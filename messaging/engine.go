@@ -820,43 +820,50 @@ func lockPendingTimers(ctx context.Context, tx *sql.Tx, alertID, forUpdate strin
 // Delivered records that a device holds every message up to seq.
 func (e *Engine) Delivered(ctx context.Context, deviceID string, seq int64) error {
 	now := e.now()
-	return e.db.InTx(ctx, func(tx *sql.Tx) error { return delivered(ctx, tx, deviceID, seq, now) })
+	return e.db.InTx(ctx, func(tx *sql.Tx) error {
+		p := e.db.PipeIn(tx)
+		entries := queueDelivered(p, deviceID, seq, now)
+		if err := p.Flush(ctx); err != nil {
+			return err
+		}
+		return appendDelivered(ctx, tx, entries())
+	})
 }
 
-// delivered is Delivered within tx: three statements whatever the number
-// of messages acknowledged. The messages are updated before the device
-// row, the order in which a response locks them (its message, then the
-// device it pages), so the two cannot deadlock.
-func delivered(ctx context.Context, tx *sql.Tx, deviceID string, seq int64, now time.Time) error {
-	// A message that expired undelivered was never sent (the gateway
-	// skips it): an acknowledgement past its sequence does not deliver it.
-	rows, err := tx.QueryContext(ctx, `UPDATE messages SET delivered_at = $1
-		WHERE device_id = $2 AND seq <= $3 AND delivered_at IS NULL AND (expires_at IS NULL OR expires_at > $1)
-		RETURNING seq, id, alert_id, (SELECT a.event_id FROM alerts a WHERE a.id = messages.alert_id)`,
-		now.UnixMicro(), deviceID, seq)
-	if err != nil {
-		return fmt.Errorf("delivered: %w", err)
-	}
+// queueDelivered queues, on p, the two statements that record a device's
+// acknowledgement of every message up to seq, whatever their number. The
+// messages are updated before the device row, the order in which a
+// response locks them (its message, then the device it pages), so the two
+// cannot deadlock. Once p is flushed, the function returned gives the
+// audit records of the messages delivered, in sequence order.
+func queueDelivered(p *db.Pipe, deviceID string, seq int64, now time.Time) func() []audit.Entry {
 	type msg struct {
 		seq                  int64
 		id, alertID, eventID string
 	}
 	var msgs []msg
-	for rows.Next() {
-		var m msg
-		var eventID sql.NullString
-		if err := rows.Scan(&m.seq, &m.id, &m.alertID, &eventID); err != nil {
-			rows.Close()
-			return fmt.Errorf("delivered: %w", err)
+	// A message that expired undelivered was never sent (the gateway
+	// skips it): an acknowledgement past its sequence does not deliver it.
+	p.Query(func(rows db.Rows) error {
+		for rows.Next() {
+			var m msg
+			var eventID sql.NullString
+			if err := rows.Scan(&m.seq, &m.id, &m.alertID, &eventID); err != nil {
+				return fmt.Errorf("delivered: %w", err)
+			}
+			m.eventID = eventID.String
+			msgs = append(msgs, m)
 		}
-		m.eventID = eventID.String
-		msgs = append(msgs, m)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("delivered: %w", err)
-	}
-	if len(msgs) > 0 {
+		return nil
+	}, `UPDATE messages SET delivered_at = $1
+		WHERE device_id = $2 AND seq <= $3 AND delivered_at IS NULL AND (expires_at IS NULL OR expires_at > $1)
+		RETURNING seq, id, alert_id, (SELECT a.event_id FROM alerts a WHERE a.id = messages.alert_id)`,
+		now.UnixMicro(), deviceID, seq)
+	// A device cannot acknowledge past what was sent to it.
+	p.Exec(`UPDATE devices SET acked_seq = CASE WHEN $1 < next_seq THEN $1 ELSE next_seq END,
+		last_seen_at = $2 WHERE id = $3 AND acked_seq < CASE WHEN $1 < next_seq THEN $1 ELSE next_seq END`,
+		seq, now.UnixMicro(), deviceID)
+	return func() []audit.Entry {
 		slices.SortFunc(msgs, func(a, b msg) int { return cmp.Compare(a.seq, b.seq) })
 		entries := make([]audit.Entry, len(msgs))
 		for i, m := range msgs {
@@ -864,18 +871,16 @@ func delivered(ctx context.Context, tx *sql.Tx, deviceID string, seq int64, now 
 				ActorRole: "device", Action: "message.delivered", ObjectType: "message", ObjectID: m.id,
 				CorrelationID: m.eventID, Detail: map[string]any{"alert_id": m.alertID}}
 		}
-		if err := audit.AppendBatch(ctx, tx, entries); err != nil {
-			return err
-		}
+		return entries
 	}
-	// A device cannot acknowledge past what was sent to it.
-	_, err = tx.ExecContext(ctx, `UPDATE devices SET acked_seq = CASE WHEN $1 < next_seq THEN $1 ELSE next_seq END,
-		last_seen_at = $2 WHERE id = $3 AND acked_seq < CASE WHEN $1 < next_seq THEN $1 ELSE next_seq END`,
-		seq, now.UnixMicro(), deviceID)
-	if err != nil {
-		return fmt.Errorf("delivered: %w", err)
+}
+
+// appendDelivered audits what queueDelivered recorded.
+func appendDelivered(ctx context.Context, tx audit.Execer, entries []audit.Entry) error {
+	if len(entries) == 0 {
+		return nil
 	}
-	return nil
+	return audit.AppendBatch(ctx, tx, entries)
 }
 
 // Read records that a message was opened on its device.

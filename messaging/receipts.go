@@ -5,10 +5,11 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"slices"
-	"time"
 
 	"github.com/clarion-health/clarion/audit"
+	"github.com/clarion-health/clarion/internal/db"
 	"github.com/clarion-health/clarion/internal/groupcommit"
 )
 
@@ -49,6 +50,10 @@ func (g *Gateway) record(ctx context.Context, r *receipt) error {
 
 // commitReceipts records batch in one transaction; a receipt refused
 // within it changes nothing and leaves the transaction to the others.
+// The devices' states are read together, then every acknowledgement's
+// statements go together (a read receipt, rare beside them, is recorded
+// on its own): three round trips and the commit for the batch, not three
+// for each receipt.
 func (g *Gateway) commitReceipts(ctx context.Context, batch []*receipt) error {
 	now := g.engine.now()
 	return g.db.InTx(ctx, func(tx *sql.Tx) error {
@@ -60,9 +65,53 @@ func (g *Gateway) commitReceipts(ctx context.Context, batch []*receipt) error {
 		// transactions never wait on each other in a cycle.
 		sorted := slices.Clone(batch)
 		slices.SortStableFunc(sorted, func(a, b *receipt) int { return cmp.Compare(a.deviceID, b.deviceID) })
+		p := g.db.PipeIn(tx)
+		states := map[string]string{} // device → state; absent: no such device
+		for _, r := range sorted {
+			if _, queued := states[r.deviceID]; !queued {
+				states[r.deviceID] = ""
+				p.Query(func(rows db.Rows) error {
+					if rows.Next() {
+						var state string
+						if err := rows.Scan(&state); err != nil {
+							return fmt.Errorf("device state: %w", err)
+						}
+						states[r.deviceID] = state
+					}
+					return nil
+				}, `SELECT state FROM devices WHERE id = $1`, r.deviceID)
+			}
+		}
+		if err := p.Flush(ctx); err != nil {
+			return err
+		}
+		var queued []func() []audit.Entry // acknowledgements sent with the next flush
+		settle := func() error {
+			if err := p.Flush(ctx); err != nil {
+				return err
+			}
+			for _, entries := range queued {
+				if err := appendDelivered(rctx, tx, entries()); err != nil {
+					return err
+				}
+			}
+			queued = nil
+			return nil
+		}
 		for _, r := range sorted {
 			r.refused = nil
-			err := recordReceipt(rctx, tx, r, now)
+			if states[r.deviceID] != DeviceActive {
+				r.refused = ErrDeviceRevoked
+				continue
+			}
+			if r.messageID == "" {
+				queued = append(queued, queueDelivered(p, r.deviceID, r.seq, now))
+				continue
+			}
+			if err := settle(); err != nil { // what came before it, first
+				return err
+			}
+			err := read(rctx, tx, r.deviceID, r.messageID, now)
 			if isRefusal(err) {
 				r.refused = err
 				continue
@@ -71,19 +120,11 @@ func (g *Gateway) commitReceipts(ctx context.Context, batch []*receipt) error {
 				return err
 			}
 		}
+		if err := settle(); err != nil {
+			return err
+		}
 		return held.Write(ctx, tx)
 	})
-}
-
-// recordReceipt records one receipt in tx: the device must still be active.
-func recordReceipt(ctx context.Context, tx *sql.Tx, r *receipt, now time.Time) error {
-	if err := requireActive(ctx, tx, r.deviceID); err != nil {
-		return err
-	}
-	if r.messageID != "" {
-		return read(ctx, tx, r.deviceID, r.messageID, now)
-	}
-	return delivered(ctx, tx, r.deviceID, r.seq, now)
 }
 
 // isRefusal reports whether err refuses a receipt before it wrote
