@@ -86,6 +86,28 @@ func (m *Memo) PrefetchUnits(ctx context.Context, p *db.Pipe, units []string, t 
 	return slices.Sorted(maps.Keys(seen)), nil
 }
 
+// QueuePolicies queues, on p, the reads of the escalation policies ids
+// (those a batch's rules name, say): once p is flushed, GetPolicy answers
+// for them from memory. One that does not exist is read again when asked
+// for, and is not found then.
+func (m *Memo) QueuePolicies(p *db.Pipe, ids []string) {
+	for _, id := range ids {
+		p.Query(func(rows db.Rows) error {
+			if !rows.Next() {
+				return nil
+			}
+			got, err := scanPolicy(rows, id)
+			if err != nil {
+				return err
+			}
+			m.mu.Lock()
+			m.policies[id] = got
+			m.mu.Unlock()
+			return nil
+		}, policySQL, id)
+	}
+}
+
 func (m *Memo) policy(ctx context.Context, id string) (Policy, error) {
 	m.mu.Lock()
 	p, ok := m.policies[id]

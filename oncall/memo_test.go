@@ -3,6 +3,8 @@ package oncall_test
 import (
 	"context"
 	"database/sql"
+	"errors"
+	"reflect"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -125,6 +127,46 @@ func TestMemoPrefetchUnits(t *testing.T) {
 			}
 			if c.n.Load() != 2 {
 				t.Errorf("reads outside the prefetch: %d queries, want 2", c.n.Load())
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// After QueuePolicies a Memo answers for those policies from what the
+// pipe read, the same as the database; a policy that does not exist is
+// read when asked for, and not found.
+func TestMemoQueuePolicies(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		seedHospital(t, d)
+		ctx := context.Background()
+		policy := oncall.Policy{ID: "nursing", Name: "Nursing", Repeat: 1, AcceptsRequired: 2, Steps: []oncall.Step{
+			{Targets: []oncall.Target{{Kind: oncall.TargetRole, Role: "RN"}}, DelaySeconds: 60},
+			{Targets: []oncall.Target{{Kind: oncall.TargetUser, UserID: "sup"}}}}}
+		if err := d.InTx(ctx, func(tx *sql.Tx) error { return oncall.PutPolicy(ctx, tx, admin, policy) }); err != nil {
+			t.Fatal(err)
+		}
+		err := d.InTx(ctx, func(tx *sql.Tx) error {
+			want, err := oncall.GetPolicy(ctx, tx, "nursing")
+			if err != nil {
+				return err
+			}
+			c := &countingQueryer{Queryer: tx}
+			m := oncall.NewMemo(c)
+			p := d.PipeIn(tx)
+			m.QueuePolicies(p, []string{"nursing", "gone"})
+			if err := p.Flush(ctx); err != nil {
+				return err
+			}
+			got, err := oncall.GetPolicy(ctx, m, "nursing")
+			if err != nil || !reflect.DeepEqual(got, want) || c.n.Load() != 0 {
+				t.Errorf("memo policy %+v (%v, %d queries), want %+v from memory", got, err, c.n.Load(), want)
+			}
+			if _, err := oncall.GetPolicy(ctx, m, "gone"); !errors.Is(err, oncall.ErrNotFound) || c.n.Load() != 1 {
+				t.Errorf("missing policy: %v after %d queries, want ErrNotFound after 1", err, c.n.Load())
 			}
 			return nil
 		})

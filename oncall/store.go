@@ -198,12 +198,23 @@ func GetPolicy(ctx context.Context, q Queryer, id string) (Policy, error) {
 }
 
 func getPolicy(ctx context.Context, q Queryer, id string) (Policy, error) {
-	p := Policy{ID: id}
-	var steps, opts string
-	err := q.QueryRowContext(ctx, `SELECT name, steps, options, accepts_required FROM escalation_policies WHERE id = $1`, id).
-		Scan(&p.Name, &steps, &opts, &p.AcceptsRequired)
+	p, err := scanPolicy(q.QueryRowContext(ctx, policySQL, id), id)
 	if errors.Is(err, sql.ErrNoRows) {
 		return p, fmt.Errorf("policy %q: %w", id, ErrNotFound)
+	}
+	return p, err
+}
+
+// policySQL reads one escalation policy by id.
+const policySQL = `SELECT name, steps, options, accepts_required FROM escalation_policies WHERE id = $1`
+
+// scanPolicy reads policy id from policySQL's row.
+func scanPolicy(row interface{ Scan(...any) error }, id string) (Policy, error) {
+	p := Policy{ID: id}
+	var steps, opts string
+	err := row.Scan(&p.Name, &steps, &opts, &p.AcceptsRequired)
+	if errors.Is(err, sql.ErrNoRows) {
+		return p, err
 	}
 	if err != nil {
 		return p, fmt.Errorf("get policy: %w", err)

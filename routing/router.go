@@ -192,6 +192,26 @@ func (s *Session) Units() []string {
 	return slices.Sorted(maps.Keys(seen))
 }
 
+// PolicyIDs returns the escalation policies the rules in force name, as
+// the router last loaded them (none before it has): what a batch's alerts
+// will most likely escalate by, for the caller to read with its other
+// reads (oncall.Memo.QueuePolicies).
+func (s *Session) PolicyIDs() []string {
+	r := s.tx.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.set == nil {
+		return nil
+	}
+	seen := map[string]bool{}
+	for _, cr := range r.set.rules {
+		if id := cr.Rule.PolicyID; id != "" {
+			seen[id] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
+}
+
 // rules returns the ruleset, reading it at the first call (from the
 // generation QueueRules read, when it did).
 func (t *rtx) rules(ctx context.Context) (*Ruleset, error) {

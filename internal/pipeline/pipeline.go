@@ -263,6 +263,7 @@ func (l *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 		// the patients' active alerts.
 		sess.QueueActive(p, patients) // their alerts, for dedup: sent with the rosters
 		sess.QueueRules(p)
+		q.QueuePolicies(p, sess.PolicyIDs())
 		users, err := q.PrefetchUnits(ctx, p, sess.Units(), now)
 		if err != nil {
 			return err
