@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -212,24 +213,76 @@ func (s *Store) LockParts(ctx context.Context, tx Tx, parts []int) ([]int, error
 	if !s.postgres {
 		return parts, nil
 	}
-	rows, err := tx.QueryContext(ctx, `SELECT p FROM unnest($1::int[]) AS p
-		WHERE pg_try_advisory_xact_lock(hashtext('clarion.route_part.' || current_schema()), p)`, int32s(parts))
-	if err != nil {
+	var granted string
+	if err := tx.QueryRowContext(ctx, lockPartsSQL, int32s(parts)).Scan(&granted); err != nil {
 		return nil, fmt.Errorf("lock routing partitions: %w", err)
 	}
-	defer rows.Close()
-	var got []int
-	for rows.Next() {
-		var p int
-		if err := rows.Scan(&p); err != nil {
-			return nil, fmt.Errorf("lock routing partitions: %w", err)
+	return parseParts(granted)
+}
+
+// parseParts reads lockPartsSQL's answer.
+func parseParts(s string) ([]int, error) {
+	s = strings.TrimSuffix(strings.TrimPrefix(s, "{"), "}")
+	if s == "" {
+		return nil, nil
+	}
+	var out []int
+	for f := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(f)
+		if err != nil {
+			return nil, fmt.Errorf("lock routing partitions: %q: %w", s, err)
 		}
-		got = append(got, p)
+		out = append(out, n)
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("lock routing partitions: %w", err)
+	return out, nil
+}
+
+// Flusher is a Queue that can send what it holds at once (*db.Pipe is).
+type Flusher interface {
+	Queue
+	Flush(ctx context.Context) error
+}
+
+// LockAndClaim is LockParts then ClaimBatch, their two statements sent
+// together on p (one round trip on PostgreSQL, p within tx): the claim,
+// a statement of its own, still sees every commit made before the locks
+// were granted, and reads the partitions granted from the setting the
+// lock's statement left in the transaction. It returns the partitions
+// granted, and the events.
+func (s *Store) LockAndClaim(ctx context.Context, p Flusher, tx Tx, parts []int, limit int) ([]int, []Stored, error) {
+	if !s.postgres {
+		evs, err := s.ClaimBatch(ctx, tx, parts, limit)
+		return parts, evs, err
 	}
-	return got, nil
+	var granted []int
+	p.Query(func(rows Rows) error {
+		if !rows.Next() {
+			return errors.New("lock routing partitions: no row")
+		}
+		var g string
+		if err := rows.Scan(&g); err != nil {
+			return fmt.Errorf("lock routing partitions: %w", err)
+		}
+		var err error
+		granted, err = parseParts(g)
+		return err
+	}, lockPartsSQL, int32s(parts))
+	var claimed []claimedRow
+	p.Query(func(rows Rows) (err error) {
+		claimed, err = scanClaimedEvents(rows)
+		return err
+	}, claimGrantedSQL, limit)
+	if err := p.Flush(ctx); err != nil {
+		return nil, nil, err
+	}
+	if len(claimed) == 0 {
+		var err error
+		if claimed, err = readClaimed(tx.QueryContext(ctx, claimBarrierSQL, RouteParts)); err != nil {
+			return nil, nil, err
+		}
+	}
+	evs, err := s.openClaimed(claimed)
+	return granted, evs, err
 }
 
 func int32s(v []int) []int32 {
@@ -253,6 +306,12 @@ func (s *Store) ClaimBatch(ctx context.Context, tx Tx, parts []int, limit int) (
 	if err != nil {
 		return nil, err
 	}
+	return s.openClaimed(claimed)
+}
+
+// openClaimed opens the claimed events' payloads; one that cannot be
+// opened fails the whole call.
+func (s *Store) openClaimed(claimed []claimedRow) ([]Stored, error) {
 	out := make([]Stored, len(claimed))
 	for i, c := range claimed {
 		out[i] = c.Stored
@@ -304,17 +363,36 @@ const (
 			WHERE o.state = 'pending' AND o.route_part = p.part AND o.received_at <= e.received_at
 				AND (o.received_at, o.id) < (e.received_at, e.id) LIMIT 1) x)
 		FOR UPDATE SKIP LOCKED`
-	// The oldest events of each partition ($1) before the first pending
-	// barrier, read from the index partition by partition, then merged.
-	// No row lock: the partitions' advisory locks keep other claims away.
-	claimPartsSQL = `WITH b AS MATERIALIZED (SELECT received_at, id FROM events
-			WHERE state = 'pending' AND route_part IS NULL ORDER BY received_at, id LIMIT 1)
-		SELECT e.id, e.received_at, e.payload FROM unnest($1::int[]) AS p(part)
-		CROSS JOIN LATERAL (SELECT id, received_at, payload FROM events
-			WHERE state = 'pending' AND route_part = p.part
-				AND NOT EXISTS (SELECT 1 FROM b WHERE (b.received_at, b.id) < (events.received_at, events.id))
-			ORDER BY received_at, id LIMIT $2 OFFSET 0) e
-		ORDER BY e.received_at, e.id LIMIT $2`
+	// lockPartsSQL is LockParts' statement: it leaves the partitions
+	// granted in a setting of the transaction, for claimGrantedSQL, and
+	// returns them as that setting reads ("{1,5,9}").
+	lockPartsSQL = `SELECT set_config('` + grantedSetting + `', COALESCE(array_agg(p), '{}')::text, true)
+		FROM unnest($1::int[]) AS p WHERE pg_try_advisory_xact_lock(hashtext('clarion.route_part.' || current_schema()), p)`
+)
+
+// grantedSetting holds, for the rest of a transaction, the partitions
+// lockPartsSQL granted it.
+const grantedSetting = "clarion.route_parts"
+
+// claimPartsTemplate reads the oldest events of each partition (from %[1]s)
+// before the first pending barrier, from the index partition by
+// partition, then merged; %[2]s is the limit. No row lock: the
+// partitions' advisory locks keep other claims away.
+const claimPartsTemplate = `WITH b AS MATERIALIZED (SELECT received_at, id FROM events
+		WHERE state = 'pending' AND route_part IS NULL ORDER BY received_at, id LIMIT 1)
+	SELECT e.id, e.received_at, e.payload FROM %[1]s AS p(part)
+	CROSS JOIN LATERAL (SELECT id, received_at, payload FROM events
+		WHERE state = 'pending' AND route_part = p.part
+			AND NOT EXISTS (SELECT 1 FROM b WHERE (b.received_at, b.id) < (events.received_at, events.id))
+		ORDER BY received_at, id LIMIT %[2]s OFFSET 0) e
+	ORDER BY e.received_at, e.id LIMIT %[2]s`
+
+var (
+	// claimPartsSQL claims from the partitions $1, at most $2 events.
+	claimPartsSQL = fmt.Sprintf(claimPartsTemplate, "unnest($1::int[])", "$2")
+	// claimGrantedSQL claims from the partitions lockPartsSQL granted the
+	// transaction, at most $1 events.
+	claimGrantedSQL = fmt.Sprintf(claimPartsTemplate, "unnest(current_setting('"+grantedSetting+"')::int[])", "$1")
 )
 
 func (s *Store) claim(ctx context.Context, tx Tx, parts []int, limit int) ([]claimedRow, error) {
@@ -338,6 +416,10 @@ func readClaimed(rows *sql.Rows, err error) ([]claimedRow, error) {
 		return nil, fmt.Errorf("claim events: %w", err)
 	}
 	defer rows.Close()
+	return scanClaimedEvents(rows)
+}
+
+func scanClaimedEvents(rows Rows) ([]claimedRow, error) {
 	var out []claimedRow
 	for rows.Next() {
 		var c claimedRow

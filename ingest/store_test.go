@@ -25,6 +25,8 @@ type claimEnv struct {
 	store *ingest.Store
 	at    time.Time
 	n     int
+	piped bool  // claim with LockAndClaim, not LockParts then ClaimBatch
+	held  []int // the partitions the last claim was granted
 }
 
 func newClaimEnv(t *testing.T, d *db.DB) *claimEnv {
@@ -53,13 +55,20 @@ func (e *claimEnv) put(ev ingest.Event) string {
 func (e *claimEnv) claim(tx *sql.Tx, parts []int) []string {
 	e.t.Helper()
 	ctx := context.Background()
-	held, err := e.store.LockParts(ctx, tx, parts)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	evs, err := e.store.ClaimBatch(ctx, tx, held, 10)
-	if err != nil {
-		e.t.Fatal(err)
+	var evs []ingest.Stored
+	if e.piped {
+		var err error
+		if e.held, evs, err = e.store.LockAndClaim(ctx, e.d.PipeIn(tx), tx, parts, 10); err != nil {
+			e.t.Fatal(err)
+		}
+	} else {
+		var err error
+		if e.held, err = e.store.LockParts(ctx, tx, parts); err != nil {
+			e.t.Fatal(err)
+		}
+		if evs, err = e.store.ClaimBatch(ctx, tx, e.held, 10); err != nil {
+			e.t.Fatal(err)
+		}
 	}
 	var ids []string
 	for _, ev := range evs {
@@ -128,10 +137,18 @@ func TestRoutePart(t *testing.T) {
 // Claims by partition: a lane gets only its partitions' events, oldest
 // first; a merge (barrier) waits for every earlier event and holds back
 // every later one; a partition another transaction holds is not granted.
-// SQLite has one routing worker: it claims the oldest events.
+// SQLite has one routing worker: it claims the oldest events. The same
+// with the lock and the claim sent together (LockAndClaim).
 func TestClaimByPartition(t *testing.T) {
+	for _, piped := range []bool{false, true} {
+		t.Run(fmt.Sprint("piped=", piped), func(t *testing.T) { claimByPartition(t, piped) })
+	}
+}
+
+func claimByPartition(t *testing.T, piped bool) {
 	dbtest.Each(t, func(t *testing.T, d *db.DB) {
 		e := newClaimEnv(t, d)
+		e.piped = piped
 		a, b, pa, pb := twoPatients(t)
 		a1 := e.put(ingest.Event{Kind: ingest.KindResult, Patient: a})
 		b1 := e.put(ingest.Event{Kind: ingest.KindResult, Patient: b})
@@ -173,8 +190,8 @@ func TestClaimByPartition(t *testing.T) {
 		if got := e.claim(tx1, []int{pa}); !slices.Equal(got, []string{a1, a2}) {
 			t.Fatalf("tx1 claimed %v", got)
 		}
-		if got := e.claimAndRoute([]int{pa, pb}); !slices.Equal(got, []string{b1}) {
-			t.Fatalf("beside tx1, claimed %v, want only %v", got, []string{b1})
+		if got := e.claimAndRoute([]int{pa, pb}); !slices.Equal(got, []string{b1}) || !slices.Equal(e.held, []int{pb}) {
+			t.Fatalf("beside tx1, claimed %v granted %v, want only %v of partition %d", got, e.held, []string{b1}, pb)
 		}
 		// The merge is not the oldest pending event while tx1 routes a1, a2.
 		if got := e.claimAndRoute(ingest.AllParts()); len(got) != 0 {

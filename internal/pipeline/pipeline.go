@@ -220,21 +220,21 @@ func (l *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 	var done []routed
 	err = l.db.InTx(ctx, func(tx *sql.Tx) error {
 		done = done[:0]
-		parts, err := l.events.LockParts(ctx, tx, l.parts)
+		// One pipe serves the batch's reads and last writes, each flush a
+		// round trip (the first: the partitions' locks and the claim); the
+		// alerts the batch opens wait on it too, until their messages are
+		// stored or a statement is sent (db.Behind).
+		p := l.db.PipeIn(tx)
+		parts, evs, err := l.events.LockAndClaim(ctx, p, tx, l.parts, limit)
 		if err != nil {
 			return err
 		}
 		busy = len(parts) < len(l.parts)
-		evs, err := l.events.ClaimBatch(ctx, tx, parts, limit)
-		if err != nil || len(evs) == 0 {
-			return err
+		if len(evs) == 0 {
+			return nil
 		}
 		ids := make([]string, len(evs))
 		entries := make([]audit.Entry, len(evs))
-		// One pipe serves the batch's reads and last writes, each flush a
-		// round trip; the alerts the batch opens wait on it too, until
-		// their messages are stored or a statement is sent (db.Behind).
-		p := l.db.PipeIn(tx)
 		btx := &db.Behind{Tx: tx, Pipe: p}
 		// Routing edits no roster: who holds a role is read once per
 		// transaction, by routing and the escalation's start alike.
