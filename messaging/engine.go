@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"slices"
 	"time"
 
@@ -407,6 +406,7 @@ type HeldPages struct {
 	e       *Engine
 	pages   []heldPage
 	devices map[string][]Device // user → active devices, for the users prefetched
+	reading map[string]bool     // users whose devices are queued to be read
 }
 
 type heldPagesKey struct{}
@@ -423,29 +423,37 @@ func (e *Engine) HoldPages(ctx context.Context) (context.Context, *HeldPages) {
 // PrefetchDevices reads the active devices of users, a query each all
 // sent at once on p (one round trip on PostgreSQL, p a Pipe within the
 // transaction); paging under this context then finds theirs in memory.
-// For a transaction that changes no device's state (routing a batch): the
-// memory is not updated.
+// Users whose devices were read already (QueueDevices) are not read
+// again, and when none is left nothing is sent. For a transaction that
+// changes no device's state (routing a batch): the memory is not updated.
 func (h *HeldPages) PrefetchDevices(ctx context.Context, p *db.Pipe, users []string) error {
-	if len(users) == 0 {
+	if !h.QueueDevices(p, users) {
 		return nil
 	}
-	got := make(map[string][]Device, len(users))
+	return p.Flush(ctx)
+}
+
+// QueueDevices queues on p the reads PrefetchDevices sends, for the users
+// whose devices are not known yet, to go with whatever p sends next; it
+// reports whether it queued any.
+func (h *HeldPages) QueueDevices(p *db.Pipe, users []string) bool {
+	if h.devices == nil {
+		h.devices, h.reading = map[string][]Device{}, map[string]bool{}
+	}
+	queued := false
 	for _, u := range users {
+		if _, known := h.devices[u]; known || h.reading[u] {
+			continue
+		}
+		h.reading[u], queued = true, true
 		p.Query(func(rows db.Rows) error {
 			devs, err := scanDevices(rows)
-			got[u] = devs // none is an answer too
+			h.devices[u] = devs // none is an answer too
+			delete(h.reading, u)
 			return err
 		}, activeDevicesSQL, u, DeviceActive)
 	}
-	if err := p.Flush(ctx); err != nil {
-		return err
-	}
-	if h.devices == nil {
-		h.devices = got
-		return nil
-	}
-	maps.Copy(h.devices, got)
-	return nil
+	return queued
 }
 
 // Held reports whether messages are waiting for Flush.

@@ -27,3 +27,9 @@ func (g *Gateway) CommitReceipts(ctx context.Context, rs []TestReceipt) []error 
 	}
 	return out
 }
+
+// KnownDevices returns the active devices h read for user, if it did.
+func (h *HeldPages) KnownDevices(user string) ([]Device, bool) {
+	devs, ok := h.devices[user]
+	return devs, ok
+}

@@ -64,3 +64,38 @@ func TestHeldPagesWaitForFlush(t *testing.T) {
 		}
 	})
 }
+
+// A user's devices are read once per transaction: a user whose devices
+// are known, or queued, is not queued again, and PrefetchDevices sends
+// nothing when it knows every user already.
+func TestHeldPagesReadDevicesOnce(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		f := newFixture(t, d, seedOpts{})
+		err := d.InTx(f.ctx, func(tx *sql.Tx) error {
+			_, held := f.engine.HoldPages(f.ctx)
+			p := d.PipeIn(tx)
+			if !held.QueueDevices(p, []string{"rn"}) || held.QueueDevices(p, []string{"rn"}) {
+				t.Error("rn's devices queued twice, or not at all")
+			}
+			if err := p.Flush(f.ctx); err != nil {
+				return err
+			}
+			if devs, ok := held.KnownDevices("rn"); !ok || len(devs) != 1 || devs[0].ID != f.devs["rn"].id {
+				t.Errorf("rn's devices %v (%v), want %s", devs, ok, f.devs["rn"].id)
+			}
+			if held.QueueDevices(p, []string{"rn"}) || p.Queued() {
+				t.Error("rn's devices read again")
+			}
+			if err := held.PrefetchDevices(f.ctx, p, []string{"rn", "sup"}); err != nil {
+				return err
+			}
+			if _, ok := held.KnownDevices("sup"); !ok {
+				t.Error("sup's devices not read")
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	})
+}

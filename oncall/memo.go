@@ -86,6 +86,23 @@ func (m *Memo) PrefetchUnits(ctx context.Context, p *db.Pipe, units []string, t 
 	return slices.Sorted(maps.Keys(seen)), nil
 }
 
+// UnitHolders returns who holds any role of unit at t, sorted, as far as
+// the Memo knows (all of them once PrefetchUnits read the unit at t).
+func (m *Memo) UnitHolders(unit string, t time.Time) []string {
+	at := t.UnixMicro()
+	seen := map[string]bool{}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for k, h := range m.holders {
+		if k.unit == unit && k.at == at {
+			for _, u := range h {
+				seen[u] = true
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(seen))
+}
+
 // QueuePolicies queues, on p, the reads of the escalation policies ids
 // (those a batch's rules name, say): once p is flushed, GetPolicy answers
 // for them from memory. One that does not exist is read again when asked

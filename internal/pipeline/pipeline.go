@@ -9,6 +9,7 @@ import (
 	"context"
 	"database/sql"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -54,6 +55,11 @@ type lane struct {
 	parts   []int
 	kick    chan struct{}
 	retries map[string]int
+	// holders: who held a role in each unit when a batch of this lane
+	// last read its rosters. The next batch reads their devices with the
+	// rosters, a guess that spares the devices' own round trip when the
+	// rosters have not changed (whoever the guess missed is read after).
+	holders map[string][]string
 }
 
 // maxAttempts bounds retries of an event whose routing keeps failing; it is
@@ -72,7 +78,8 @@ func New(d *db.DB, events *ingest.Store, router *routing.Router, engine *messagi
 }
 
 func (w *Worker) newLane(parts []int) *lane {
-	return &lane{Worker: w, parts: parts, kick: make(chan struct{}, 1), retries: map[string]int{}}
+	return &lane{Worker: w, parts: parts, kick: make(chan struct{}, 1), retries: map[string]int{},
+		holders: map[string][]string{}}
 }
 
 // SetLanes divides the routing partitions among n lanes, before Run. On
@@ -264,11 +271,16 @@ func (l *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 		sess.QueueActive(p, patients) // their alerts, for dedup: sent with the rosters
 		sess.QueueRules(p)
 		q.QueuePolicies(p, sess.PolicyIDs())
-		users, err := q.PrefetchUnits(ctx, p, sess.Units(), now)
+		units := sess.Units()
+		pages.QueueDevices(p, l.guessHolders(units))
+		users, err := q.PrefetchUnits(ctx, p, units, now)
 		if err != nil {
 			return err
 		}
-		if err := pages.PrefetchDevices(actx, p, users); err != nil {
+		for _, u := range units {
+			l.holders[u] = q.UnitHolders(u, now)
+		}
+		if err := pages.PrefetchDevices(actx, p, users); err != nil { // those the guess missed
 			return err
 		}
 		paged := map[string]bool{} // patients with messages held
@@ -306,6 +318,17 @@ func (l *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 		l.afterCommit(ctx, r, now)
 	}
 	return len(done), busy, nil
+}
+
+// guessHolders returns who held a role in units when the lane last read
+// their rosters.
+func (l *lane) guessHolders(units []string) []string {
+	var out []string
+	for _, u := range units {
+		out = append(out, l.holders[u]...)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
 }
 
 // processEach calls ProcessOne up to n times, until no event is pending

@@ -337,6 +337,39 @@ func TestBatchReadsAlertsItQueued(t *testing.T) {
 	})
 }
 
+// A batch reads the devices of whoever held a role in its units last
+// time with its rosters (a guess); someone who has joined a roster since
+// is read after, and paged all the same.
+func TestBatchPagesANewHolder(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		f := newFixture(t, d)
+		ctx := context.Background()
+		critical := func(mrn string) {
+			t.Helper()
+			p := ingest.Patient{ID: mrn}
+			f.store1(&ingest.Event{Kind: ingest.KindAdmit, Patient: p, Location: ingest.Location{Unit: "4W", Bed: mrn}})
+			f.store1(&ingest.Event{Kind: ingest.KindResult, Patient: p, Observations: []ingest.Observation{obs("2823-3", 7, "HH")}})
+			if n, err := f.worker.ProcessBatch(ctx, 32); err != nil || n != 2 {
+				t.Fatalf("ProcessBatch: %d %v", n, err)
+			}
+		}
+		critical("MRN1")
+		err := d.InTx(ctx, func(tx *sql.Tx) error {
+			_, err := oncall.AddShift(ctx, tx, oncall.Actor{Type: audit.ActorSystem, ID: "test", Role: "admin"},
+				oncall.Shift{UnitID: "4W", Role: "RN", UserID: "sup", Start: night.Add(-time.Hour), End: night.Add(time.Hour)})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		critical("MRN2")
+		if a, b := f.count(`SELECT COUNT(*) FROM messages WHERE user_id = 'rn1'`),
+			f.count(`SELECT COUNT(*) FROM messages WHERE user_id = 'sup'`); a != 2 || b != 1 {
+			t.Fatalf("rn1 %d, sup %d messages; want 2 and 1 (sup on 4W's roster for the second alert)", a, b)
+		}
+	})
+}
+
 // A batch reads its patients' active alerts once (routing.QueueActive):
 // a result in a later batch still folds into the open alert an earlier
 // batch opened, a patient's second result in one batch into the alert its
