@@ -3,6 +3,7 @@ package db
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
@@ -71,7 +72,7 @@ func (p *Pipe) Query(scan func(Rows) error, query string, args ...any) {
 // the transaction failed, and nothing after it can be kept.
 func (p *Pipe) Flush(ctx context.Context) error {
 	if p.err == nil {
-		p.err = p.send(ctx, false)
+		p.err = p.send(ctx, false, false)
 	}
 	return p.err
 }
@@ -101,7 +102,7 @@ func (d *DB) InPipe(ctx context.Context, fn func(p *Pipe) error) error {
 		p := &Pipe{pg: sc.Conn()}
 		err := fn(p)
 		if err == nil {
-			err = p.send(ctx, true)
+			err = p.send(ctx, true, false)
 		}
 		if err != nil && p.pg.PgConn().TxStatus() != 'I' {
 			// An open or failed transaction: roll it back. Should that fail
@@ -124,36 +125,44 @@ func (d *DB) PipeIn(tx *sql.Tx) *Pipe {
 	return &Pipe{tx: tx}
 }
 
-func (p *Pipe) send(ctx context.Context, commit bool) error {
-	if p.conn != nil {
-		if len(p.queue) == 0 {
-			return nil
-		}
-		return p.conn.Raw(func(dc any) error {
-			sc, ok := dc.(*stdlib.Conn)
-			if !ok {
-				return fmt.Errorf("pipe: driver connection is %T, not pgx", dc)
-			}
-			p.pg = sc.Conn()
-			defer func() { p.pg = nil }()
-			return p.sendPG(ctx, false)
-		})
-	}
+// send sends what is queued, with BEGIN first when the transaction has
+// not begun (and begin asks for it even with nothing queued) and COMMIT
+// last when commit.
+func (p *Pipe) send(ctx context.Context, commit, begin bool) error {
 	if p.tx != nil {
 		items := p.queue
 		p.queue = nil
 		return runEach(ctx, p.tx, items)
 	}
-	return p.sendPG(ctx, commit)
+	if !p.due(commit, begin) {
+		p.queue = nil
+		return nil
+	}
+	if p.conn == nil {
+		return p.sendPG(ctx, commit)
+	}
+	return p.conn.Raw(func(dc any) error {
+		sc, ok := dc.(*stdlib.Conn)
+		if !ok {
+			return fmt.Errorf("pipe: driver connection is %T, not pgx", dc)
+		}
+		p.pg = sc.Conn()
+		defer func() { p.pg = nil }()
+		return p.sendPG(ctx, commit)
+	})
 }
 
-// sendPG sends the queue to PostgreSQL as one batch.
+// due reports whether send has anything to send: queued statements, a
+// BEGIN asked for, or the COMMIT of a transaction that has begun.
+func (p *Pipe) due(commit, begin bool) bool {
+	return len(p.queue) > 0 || (begin && !p.begun) || (commit && p.begun)
+}
+
+// sendPG sends the queue to PostgreSQL as one batch (send checked that
+// there is something to send).
 func (p *Pipe) sendPG(ctx context.Context, commit bool) error {
 	items := p.queue
 	p.queue = nil
-	if len(items) == 0 && (!commit || !p.begun) {
-		return nil
-	}
 	b := &pgx.Batch{}
 	first := !p.begun
 	if first {
@@ -210,8 +219,14 @@ func readResults(br pgx.BatchResults, first bool, items []queued, commit bool) e
 		}
 	}
 	if commit {
-		if _, err := br.Exec(); err != nil {
+		tag, err := br.Exec()
+		if err != nil {
 			return fmt.Errorf("commit: %w", err)
+		}
+		if tag.String() == "ROLLBACK" {
+			// A statement of the transaction failed and its error went
+			// unheeded: PostgreSQL rolled everything back.
+			return errors.New("commit: the transaction had failed, and was rolled back")
 		}
 	}
 	return nil
@@ -258,31 +273,96 @@ func runEach(ctx context.Context, tx *sql.Tx, items []queued) error {
 // once (a new alert, say) queues it and spares a round trip; code that
 // knows nothing of the Pipe sees every write in order all the same.
 type Behind struct {
-	*sql.Tx
+	q    Queryer // the transaction, or (InBehind) its connection
 	Pipe *Pipe
+}
+
+// Queryer runs statements: a *sql.Tx, a *sql.Conn, a Behind.
+type Queryer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// BehindTx returns tx with writes held behind on p, a Pipe within tx.
+func BehindTx(tx *sql.Tx, p *Pipe) *Behind { return &Behind{q: tx, Pipe: p} }
+
+// InBehind runs fn in a transaction and commits it, or rolls it back when
+// fn or a statement fails. On PostgreSQL its BEGIN rides with the first
+// statements sent and its COMMIT with the last queued ones: two round
+// trips fewer than InTx. fn runs statements through b, or queues them on
+// b.Pipe (sent at b's next statement or Flush, or with the COMMIT).
+func (d *DB) InBehind(ctx context.Context, fn func(b *Behind) error) error {
+	if d.Dialect != Postgres {
+		return d.InTx(ctx, func(tx *sql.Tx) error {
+			b := BehindTx(tx, d.PipeIn(tx))
+			if err := fn(b); err != nil {
+				return err
+			}
+			return b.Pipe.Flush(ctx)
+		})
+	}
+	conn, err := d.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer conn.Close()
+	p := &Pipe{conn: conn}
+	err = fn(&Behind{q: conn, Pipe: p})
+	if err == nil {
+		err = p.err
+	}
+	if err == nil {
+		err = p.send(ctx, true, false)
+	}
+	if err != nil {
+		// An open or failed transaction is rolled back; should that fail
+		// too, database/sql discards the connection (pgx's ResetSession
+		// refuses one with a transaction open).
+		_ = conn.Raw(func(dc any) error {
+			if sc, ok := dc.(*stdlib.Conn); ok && sc.Conn().PgConn().TxStatus() != 'I' {
+				_, _ = sc.Conn().Exec(context.WithoutCancel(ctx), "ROLLBACK")
+			}
+			return nil
+		})
+	}
+	return err
+}
+
+// ready sends what waits on the pipe, and BEGIN if the transaction has
+// not begun: what runs next through the connection runs in it.
+func (b *Behind) ready(ctx context.Context) error {
+	if b.Pipe.err == nil {
+		b.Pipe.err = b.Pipe.send(ctx, false, true)
+	}
+	return b.Pipe.err
 }
 
 // ExecContext sends what is queued, then runs query.
 func (b *Behind) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
-	if err := b.Pipe.Flush(ctx); err != nil {
+	if err := b.ready(ctx); err != nil {
 		return nil, err
 	}
-	return b.Tx.ExecContext(ctx, query, args...)
+	return b.q.ExecContext(ctx, query, args...)
 }
 
 // QueryContext sends what is queued, then runs query.
 func (b *Behind) QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if err := b.Pipe.Flush(ctx); err != nil {
+	if err := b.ready(ctx); err != nil {
 		return nil, err
 	}
-	return b.Tx.QueryContext(ctx, query, args...)
+	return b.q.QueryContext(ctx, query, args...)
 }
 
-// QueryRowContext sends what is queued, then runs query. A *sql.Row
-// cannot carry a failed flush's error; the query runs in a transaction
-// that is lost either way, and the Pipe's next Flush, which the owner of
-// the transaction owes before committing, returns that error.
+// QueryRowContext sends what is queued, then runs query. After a failed
+// flush it runs nothing: a *sql.Row cannot carry the flush's error, so
+// the query is given a cancelled context and its Scan fails; the Pipe's
+// next Flush, or the commit, returns the flush's own error.
 func (b *Behind) QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row {
-	_ = b.Pipe.Flush(ctx)
-	return b.Tx.QueryRowContext(ctx, query, args...)
+	if b.ready(ctx) != nil {
+		cancelled, cancel := context.WithCancel(ctx)
+		cancel()
+		ctx = cancelled
+	}
+	return b.q.QueryRowContext(ctx, query, args...)
 }

@@ -171,7 +171,7 @@ func TestPipeIn(t *testing.T) {
 		// the pipe first.
 		err = d.InTx(ctx, func(tx *sql.Tx) error {
 			p := d.PipeIn(tx)
-			b := &db.Behind{Tx: tx, Pipe: p}
+			b := db.BehindTx(tx, p)
 			p.Exec(`INSERT INTO users (id, name) VALUES ($1, $2)`, "u7", "Gus")
 			if n := count(b); n != 4 || p.Queued() {
 				t.Errorf("behind: counted %d users, queued %v; want 4, false", n, p.Queued())
@@ -205,6 +205,75 @@ func TestPipeIn(t *testing.T) {
 		}
 		if err := tx.Commit(); err != nil || users(t, d) != 6 {
 			t.Fatalf("commit: %v, %d users", err, users(t, d))
+		}
+	})
+}
+
+// InBehind: a transaction whose BEGIN rides with the first statements and
+// whose COMMIT with the last queued ones. What runs through it and what
+// waits on its pipe commit together, or roll back together: when fn
+// fails (even if its first statement ran before anything was queued: it
+// ran inside the transaction), when a queued statement fails, when a
+// check refuses; the connection serves the next transaction either way.
+func TestInBehind(t *testing.T) {
+	dbtest.Each(t, func(t *testing.T, d *db.DB) {
+		ctx := context.Background()
+		insert := `INSERT INTO users (id, name) VALUES ($1, $2)`
+		err := d.InBehind(ctx, func(b *db.Behind) error {
+			if _, err := b.ExecContext(ctx, insert, "u1", "Ann"); err != nil {
+				return err
+			}
+			b.Pipe.Exec(insert, "u2", "Bob")
+			var n int
+			if err := b.QueryRowContext(ctx, `SELECT COUNT(*) FROM users`).Scan(&n); err != nil || n != 2 {
+				t.Errorf("counted %d users (%v) within the transaction, want 2", n, err)
+			}
+			b.Pipe.Exec(insert, "u3", "Cat") // sent with the COMMIT
+			return nil
+		})
+		if err != nil || users(t, d) != 3 {
+			t.Fatalf("commit: %v, %d users", err, users(t, d))
+		}
+
+		boom := errors.New("boom")
+		err = d.InBehind(ctx, func(b *db.Behind) error {
+			if _, err := b.ExecContext(ctx, insert, "u4", "Dan"); err != nil {
+				return err
+			}
+			b.Pipe.Exec(insert, "u5", "Eve")
+			return boom
+		})
+		if !errors.Is(err, boom) || users(t, d) != 3 {
+			t.Fatalf("fn failed: %v, %d users; want boom and the first statement rolled back", err, users(t, d))
+		}
+
+		err = d.InBehind(ctx, func(b *db.Behind) error {
+			b.Pipe.Exec(insert, "u6", "Fay")
+			b.Pipe.Exec(insert, "u1", "Ann again")
+			return nil
+		})
+		if !db.IsUniqueViolation(err) || users(t, d) != 3 {
+			t.Fatalf("failed queued statement: %v, %d users", err, users(t, d))
+		}
+
+		refused := errors.New("refused")
+		err = d.InBehind(ctx, func(b *db.Behind) error {
+			b.Pipe.ExecChecked(func(int64) error { return refused }, insert, "u7", "Gus")
+			var n int
+			if err := b.QueryRowContext(ctx, `SELECT COUNT(*) FROM users`).Scan(&n); err == nil {
+				t.Error("a query ran after a failed flush")
+			}
+			return nil
+		})
+		if !errors.Is(err, refused) || users(t, d) != 3 {
+			t.Fatalf("refused check: %v, %d users", err, users(t, d))
+		}
+
+		if err := d.InBehind(ctx, func(b *db.Behind) error {
+			b.Pipe.Exec(insert, "u8", "Hal")
+			return nil
+		}); err != nil || users(t, d) != 4 {
+			t.Fatalf("after the failures: %v, %d users", err, users(t, d))
 		}
 	})
 }

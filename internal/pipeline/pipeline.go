@@ -225,14 +225,15 @@ func (w *Worker) ProcessBatch(ctx context.Context, limit int) (int, error) {
 func (l *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, err error) {
 	now := l.now()
 	var done []routed
-	err = l.db.InTx(ctx, func(tx *sql.Tx) error {
+	// One pipe serves the batch's reads and last writes, each flush a
+	// round trip: the first carries BEGIN, the partitions' locks and the
+	// claim, the last the audit records, the events' state and COMMIT. The
+	// alerts the batch opens wait on it too, until their messages are
+	// stored or a statement is sent through btx (db.InBehind).
+	err = l.db.InBehind(ctx, func(btx *db.Behind) error {
 		done = done[:0]
-		// One pipe serves the batch's reads and last writes, each flush a
-		// round trip (the first: the partitions' locks and the claim); the
-		// alerts the batch opens wait on it too, until their messages are
-		// stored or a statement is sent (db.Behind).
-		p := l.db.PipeIn(tx)
-		parts, evs, err := l.events.LockAndClaim(ctx, p, tx, l.parts, limit)
+		p := btx.Pipe
+		parts, evs, err := l.events.LockAndClaim(ctx, p, btx, l.parts, limit)
 		if err != nil {
 			return err
 		}
@@ -242,7 +243,6 @@ func (l *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 		}
 		ids := make([]string, len(evs))
 		entries := make([]audit.Entry, len(evs))
-		btx := &db.Behind{Tx: tx, Pipe: p}
 		// Routing edits no roster: who holds a role is read once per
 		// transaction, by routing and the escalation's start alike.
 		q := oncall.NewMemo(btx)
@@ -304,12 +304,13 @@ func (l *lane) processBatch(ctx context.Context, limit int) (n int, busy bool, e
 		if err := pages.Flush(actx, btx); err != nil {
 			return err
 		}
-		// The audit records and the events' new state go together.
+		// The audit records and the events' new state go together, with
+		// the COMMIT.
 		if err := held.Queue(p, entries...); err != nil {
 			return err
 		}
 		l.events.QueueStates(p, ids, ingest.StateProcessed, now)
-		return p.Flush(ctx)
+		return nil
 	})
 	if err != nil {
 		return 0, busy, err
