@@ -102,6 +102,9 @@ func (d *DB) InPipe(ctx context.Context, fn func(p *Pipe) error) error {
 		p := &Pipe{pg: sc.Conn()}
 		err := fn(p)
 		if err == nil {
+			err = p.err // a failed flush fn let pass
+		}
+		if err == nil {
 			err = p.send(ctx, true, false)
 		}
 		if err != nil && p.pg.PgConn().TxStatus() != 'I' {
@@ -135,7 +138,6 @@ func (p *Pipe) send(ctx context.Context, commit, begin bool) error {
 		return runEach(ctx, p.tx, items)
 	}
 	if !p.due(commit, begin) {
-		p.queue = nil
 		return nil
 	}
 	if p.conn == nil {
